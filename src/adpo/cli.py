@@ -1,0 +1,68 @@
+"""The ``adpo`` command.
+
+``adpo <command> [args]`` and ``adpo bench <benchmark> [args]``. Each command lives in
+its own module, imported only when it runs (so ``adpo bench saturation`` never imports
+transformers), and parses its own arguments: ``adpo <command> --help`` shows them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, function, one-line help). Add a command by adding a line.
+COMMANDS: dict[str, tuple[str, str, str]] = {}
+
+BENCHMARKS: dict[str, tuple[str, str, str]] = {
+    "saturation": (
+        "adpo.experiments.saturation",
+        "main",
+        "gradient magnitude vs confidence on a binary-logit toy (OPO paper fig. 4)",
+    ),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: adpo <command> [args]   |   adpo bench <benchmark> [args]", "", "commands:"]
+    lines += [f"  {name:<16}{h}" for name, (_, _, h) in COMMANDS.items()]
+    lines += ["  bench           run a benchmark (below)", "", "benchmarks (adpo bench …):"]
+    lines += [f"  {name:<16}{h}" for name, (_, _, h) in BENCHMARKS.items()]
+    lines += ["", "`adpo <command> --help` lists a command's options."]
+    return "\n".join(lines)
+
+
+def _run(entry: tuple[str, str, str], argv: list[str]) -> int:
+    module, func, _ = entry
+    return int(getattr(importlib.import_module(module), func)(argv) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from adpo import __version__
+
+        print(f"adpo {__version__}")
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "bench":
+        if not rest or rest[0] in ("-h", "--help"):
+            print(_usage())
+            return 0 if rest else 2
+        if rest[0] not in BENCHMARKS:
+            print(
+                f"adpo bench: unknown benchmark {rest[0]!r}; choose from {sorted(BENCHMARKS)}",
+                file=sys.stderr,
+            )
+            return 2
+        return _run(BENCHMARKS[rest[0]], rest[1:])
+    if cmd not in COMMANDS:
+        print(f"adpo: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    return _run(COMMANDS[cmd], rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

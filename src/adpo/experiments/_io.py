@@ -1,0 +1,55 @@
+"""Small helpers shared by experiments: output folders, JSON/CSV writing, console."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import shlex
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def prepare_out(out: str | Path) -> Path:
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def command_line() -> str:
+    """The command that is running, for the provenance field of result files."""
+    argv = sys.argv[:]
+    if argv and argv[0].endswith(("adpo", "cli.py", "__main__.py")):
+        argv[0] = "adpo"
+    return shlex.join(argv)
+
+
+def environment() -> dict[str, str]:
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "threads": str(torch.get_num_threads()),
+    }
+
+
+def write_json(path: Path, obj: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    rows = list(rows)
+    if not rows:
+        raise ValueError(f"write_csv: no rows for {path}")
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        writer.writeheader()
+        writer.writerows(rows)
