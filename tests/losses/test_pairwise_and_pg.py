@@ -1,0 +1,178 @@
+"""DPO/IPO/SFT and the token-level policy-gradient baselines against plain reference code."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adpo.losses import (
+    aggregate_tokens,
+    dapo_loss,
+    dpo_loss,
+    grpo_loss,
+    gspo_loss,
+    ipo_loss,
+    kl_penalty_loss,
+    ppo_loss,
+    sft_loss,
+)
+
+D = torch.float64
+
+
+def rand(*shape):
+    return torch.randn(*shape, dtype=D)
+
+
+# ---------------------------------------------------------------- DPO / IPO
+
+
+def test_dpo_formula_and_soft_minimiser():
+    cw, rl, rw, rr = rand(4, 10).unbind(0)
+    beta, eps = 0.2, 0.1
+    z = (cw - rw) - (rl - rr)
+    expected = (-(1 - eps) * F.logsigmoid(beta * z) - eps * F.logsigmoid(-beta * z)).mean()
+    out = dpo_loss(cw, rl, rw, rr, beta=beta, label_smoothing=eps)
+    torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(out.metrics["reward_accuracy"], (z > 0).to(D).mean())
+    # soft DPO's optimum margin is finite: βz* = log((1−ε)/ε)
+    zstar = torch.tensor([math.log((1 - eps) / eps) / beta], dtype=D, requires_grad=True)
+    zero = torch.zeros(1, dtype=D)
+    (g,) = torch.autograd.grad(
+        dpo_loss(zstar, zero, zero, zero, beta=beta, label_smoothing=eps).loss, zstar
+    )
+    assert abs(g.item()) < 1e-12
+
+
+def test_ipo_formula_and_minimiser():
+    cw, rl, rw, rr = rand(4, 7).unbind(0)
+    beta = 0.3
+    z = (cw - rw) - (rl - rr)
+    torch.testing.assert_close(
+        ipo_loss(cw, rl, rw, rr, beta=beta).loss, ((z - 1 / (2 * beta)) ** 2).mean()
+    )
+    zero = torch.zeros(3, dtype=D)
+    assert ipo_loss(zero + 1 / (2 * beta), zero, zero, zero, beta=beta).loss == 0
+
+
+def test_sft_is_token_mean_nll():
+    lp = -rand(3, 5).abs()
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    out = sft_loss(lp, mask)
+    torch.testing.assert_close(out.loss, -(lp * mask).sum() / mask.sum())
+    w = torch.tensor([1.0, 0.0, 2.0], dtype=D)
+    torch.testing.assert_close(
+        sft_loss(lp, mask, weights=w).loss, -(lp * mask * w[:, None]).sum() / mask.sum()
+    )
+
+
+# ---------------------------------------------------------------- token-level baselines
+
+
+def ppo_reference(lp, old, adv, mask, lo, hi):
+    r = torch.exp(lp - old)
+    a = adv[..., None].expand_as(lp)
+    return -torch.minimum(r * a, r.clamp(1 - lo, 1 + hi) * a), r
+
+
+def test_ppo_and_dapo_token_mean():
+    lp, old = rand(2, 3, 6) * 0.3, rand(2, 3, 6) * 0.3
+    adv = rand(2, 3)
+    mask = torch.rand(2, 3, 6) > 0.3
+    mask[..., 0] = True
+    per, r = ppo_reference(lp, old, adv, mask, 0.2, 0.2)
+    torch.testing.assert_close(ppo_loss(lp, old, adv, mask).loss, (per * mask).sum() / mask.sum())
+    per_d, _ = ppo_reference(lp, old, adv, mask, 0.2, 0.28)
+    out = dapo_loss(lp, old, adv, mask)
+    torch.testing.assert_close(out.loss, (per_d * mask).sum() / mask.sum())
+    a = adv[..., None].expand_as(lp)
+    low = (r < 0.8) & (a < 0) & mask
+    high = (r > 1.28) & (a > 0) & mask
+    torch.testing.assert_close(out.metrics["clip_frac"], (low | high).sum().to(D) / mask.sum())
+
+
+def test_grpo_is_sequence_mean_of_token_means_and_adds_k3_kl():
+    lp, old, ref = rand(2, 4, 5) * 0.3, rand(2, 4, 5) * 0.3, rand(2, 4, 5) * 0.3
+    adv = rand(2, 4)
+    mask = torch.ones(2, 4, 5, dtype=torch.bool)
+    mask[0, 0, 2:] = False
+    per, _ = ppo_reference(lp, old, adv, mask, 0.2, 0.2)
+    seq_mean = (per * mask).sum(-1) / mask.sum(-1)
+    torch.testing.assert_close(grpo_loss(lp, old, adv, mask).loss, seq_mean.mean())
+    k3 = torch.exp(ref - lp) - (ref - lp) - 1
+    with_kl = ((per + 0.04 * k3) * mask).sum(-1) / mask.sum(-1)
+    torch.testing.assert_close(
+        grpo_loss(lp, old, adv, mask, beta=0.04, ref_logps=ref).loss, with_kl.mean()
+    )
+
+
+def test_token_mean_and_sequence_mean_differ_with_unequal_lengths():
+    lp, old, adv = rand(1, 2, 4) * 0.1, rand(1, 2, 4) * 0.1, torch.tensor([[1.0, -1.0]], dtype=D)
+    mask = torch.tensor([[[1, 1, 1, 1], [1, 0, 0, 0]]], dtype=torch.bool)
+    a = grpo_loss(lp, old, adv, mask).loss
+    b = dapo_loss(lp, old, adv, mask, clip_eps_high=0.2).loss
+    assert not torch.isclose(a, b)
+
+
+def test_gspo_uses_geometric_mean_sequence_ratio():
+    lp, old = rand(3, 5) * 0.01, rand(3, 5) * 0.01
+    adv = rand(3)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[1, 3:] = False
+    eps_lo, eps_hi = 0.003, 0.004
+    s = torch.exp(((lp - old) * mask).sum(-1) / mask.sum(-1))
+    expected = -torch.minimum(s * adv, s.clamp(1 - eps_lo, 1 + eps_hi) * adv).mean()
+    torch.testing.assert_close(
+        gspo_loss(lp, old, adv, mask, clip_eps=eps_lo, clip_eps_high=eps_hi).loss, expected
+    )
+    # gradient equals the sequence-level one: −A·s·∇ mean_t log π (when unclipped)
+    x = lp.clone().requires_grad_()
+    big = 10.0  # no clipping
+    (g,) = torch.autograd.grad(
+        gspo_loss(x, old, adv, mask, clip_eps=0.9, clip_eps_high=big).loss, x
+    )
+    expected_g = -(adv * s)[:, None] * mask / mask.sum(-1, keepdim=True) / 3
+    torch.testing.assert_close(g, expected_g)
+
+
+def test_single_action_ppo_matches_t1():
+    """Bandits: a single action is T = 1."""
+    lp, old, adv = rand(8, 1) * 0.3, rand(8, 1) * 0.3, rand(8)
+    per, _ = ppo_reference(lp, old, adv, None, 0.2, 0.2)
+    torch.testing.assert_close(ppo_loss(lp, old, adv).loss, per.mean())
+
+
+@pytest.mark.parametrize("est", ["k1", "k2", "k3"])
+def test_kl_penalty_estimators(est):
+    lp, old, adv = rand(4, 3) * 0.2, rand(4, 3) * 0.2, rand(4)
+    lr = lp - old
+    kl = {"k1": -lr, "k2": 0.5 * lr**2, "k3": lr.exp() - 1 - lr}[est]
+    expected = (-lr.exp() * adv[:, None]).mean() + 0.5 * kl.mean()
+    out = kl_penalty_loss(lp, old, adv, beta=0.5, kl_estimator=est)
+    torch.testing.assert_close(out.loss, expected)
+    exact = rand(4).abs()
+    out = kl_penalty_loss(lp, old, adv, beta=0.5, exact_kl=exact)
+    torch.testing.assert_close(out.loss, (-lr.exp() * adv[:, None]).mean() + 0.5 * exact.mean())
+
+
+def test_aggregation_modes():
+    x = rand(2, 3)
+    m = torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    torch.testing.assert_close(aggregate_tokens(x, m, "token-mean"), (x * m).sum() / 5)
+    torch.testing.assert_close(
+        aggregate_tokens(x, m, "seq-mean-token-mean"), ((x * m).sum(-1) / m.sum(-1)).mean()
+    )
+    torch.testing.assert_close(aggregate_tokens(x, m, "seq-mean-token-sum"), (x * m).sum(-1).mean())
+    torch.testing.assert_close(
+        aggregate_tokens(x, m, "seq-mean-token-sum-norm"), (x * m).sum() / (2 * 3)
+    )
+
+
+def test_per_token_advantages_are_accepted():
+    lp, old = rand(2, 4) * 0.1, rand(2, 4) * 0.1
+    adv_tok = rand(2, 4)
+    per = -torch.minimum(
+        torch.exp(lp - old) * adv_tok, torch.exp(lp - old).clamp(0.8, 1.2) * adv_tok
+    )
+    torch.testing.assert_close(ppo_loss(lp, old, adv_tok).loss, per.mean())
