@@ -19,6 +19,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "main",
         "gradient magnitude vs confidence on a binary-logit toy (OPO paper fig. 4)",
     ),
+    "efficiency": (
+        "adpo.experiments.efficiency",
+        "main",
+        "loss and actor-update time per method, log-prob memory (ADPO paper app. F)",
+    ),
 }
 
 

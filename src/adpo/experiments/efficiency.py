@@ -1,0 +1,335 @@
+"""Actor-update efficiency: early reduction and memory-bounded log-probs (ADPO paper, app. F).
+
+The ADPO paper reports a 3.5× faster actor update than GSPO/GRPO (table 4) and credits
+*early reduction*: the listwise loss sums token log-probs to ``[B, G]`` before anything
+else, while token-level losses carry ``[B, G, T]`` through the clipped surrogate. This
+benchmark measures what that is worth, in three parts, each as a ratio against a
+baseline timed in the same run:
+
+1. **loss only**: forward + backward of each loss on token log-probs ``[B, G, T]``;
+2. **actor update**: model forward, log-prob gathering, loss and backward on a small Qwen3
+   built from a config, for the same batch, per loss;
+3. **log-prob memory**: bytes autograd saves for backward when gathering target-token
+   log-probs from ``[N, T, V]`` logits — full float32 log-softmax vs
+   ``adpo.logprobs.selective_log_softmax`` (chunked, checkpointed) vs
+   ``adpo.logprobs.linear_logps`` (LM head applied per chunk).
+
+Run::
+
+    adpo bench efficiency --out runs/efficiency
+
+Writes ``efficiency.json`` and ``efficiency.csv``; prints a table.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import tyro
+from torch import Tensor
+
+from adpo.experiments._io import (
+    command_line,
+    console,
+    environment,
+    prepare_out,
+    write_csv,
+    write_json,
+)
+from adpo.logprobs import linear_logps, selective_log_softmax
+from adpo.losses import (
+    adpo_loss,
+    dapo_loss,
+    group_advantages,
+    grpo_loss,
+    gspo_loss,
+    opo_loss,
+)
+
+METHODS = ("adpo-pl", "adpo", "opo", "grpo", "gspo", "dapo")
+
+
+@dataclass
+class EfficiencyConfig:
+    """Sizes of the three measurements (every field is a CLI flag)."""
+
+    out: str = "runs/efficiency"
+    """output folder"""
+    prompts: int = 8
+    """B, prompts per update"""
+    group: int = 8
+    """G, completions per prompt (the ADPO paper's LLM setting)"""
+    tokens: int = 1024
+    """T, completion length for the loss-only measurement"""
+    repeats: int = 20
+    """timed repetitions (the median is reported) after 3 warm-up runs"""
+    model_tokens: int = 64
+    """T for the actor-update measurement"""
+    model_hidden: int = 128
+    """hidden size of the Qwen3 built for the actor-update measurement"""
+    model_layers: int = 2
+    """layers of that model"""
+    model_vocab: int = 512
+    """vocabulary of that model"""
+    vocab: int = 8192
+    """V for the log-prob memory measurement"""
+    logits_dtype: str = "bfloat16"
+    """dtype of the logits in the memory measurement ("bfloat16" as LLMs emit them, or "float32")"""
+    memory_rows: int = 2048
+    """N·T rows of logits for the log-prob memory measurement"""
+    chunk_size: int = 256
+    """rows per chunk for the chunked log-prob functions"""
+    seed: int = 0
+    """seed of the synthetic batch"""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "prompts",
+            "group",
+            "tokens",
+            "repeats",
+            "model_tokens",
+            "vocab",
+            "memory_rows",
+            "chunk_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"EfficiencyConfig: `{name}` must be >= 1, got {getattr(self, name)}"
+                )
+        if self.logits_dtype not in ("bfloat16", "float32"):
+            raise ValueError(
+                f"EfficiencyConfig: `logits_dtype` must be 'bfloat16' or 'float32', got {self.logits_dtype!r}"
+            )
+        if self.group < 2:
+            raise ValueError(
+                f"EfficiencyConfig: `group` must be >= 2 (listwise losses), got {self.group}"
+            )
+
+
+def loss_fn(method: str) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
+    """``(logps [B,G,T], old [B,G,T], rewards [B,G], mask [B,G,T]) → loss`` for one method."""
+
+    def f(lp: Tensor, old: Tensor, r: Tensor, mask: Tensor) -> Tensor:
+        if method == "adpo-pl":
+            return adpo_loss(lp, old, r, mask=mask, target="plackett_luce", tau=0.8).loss
+        if method == "adpo":
+            return adpo_loss(lp, old, r, mask=mask, tau=0.8, beta=0.5).loss
+        if method == "opo":
+            return opo_loss(lp, old, r, mask=mask).loss
+        adv = group_advantages(r)
+        fn = {"grpo": grpo_loss, "gspo": gspo_loss, "dapo": dapo_loss}[method]
+        return fn(lp, old, adv, mask).loss
+
+    return f
+
+
+def _median_time(step: Callable[[], None], repeats: int) -> float:
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def synthetic_batch(cfg: EfficiencyConfig, T: int) -> tuple[Tensor, Tensor, Tensor]:
+    g = torch.Generator().manual_seed(cfg.seed)
+    B, G = cfg.prompts, cfg.group
+    old = -torch.rand(B, G, T, generator=g) * 3  # (B, G, T)
+    lengths = torch.randint(T // 4, T + 1, (B, G), generator=g)
+    mask = torch.arange(T)[None, None, :] < lengths[..., None]  # (B, G, T) right-padded
+    rewards = torch.randint(0, 2, (B, G), generator=g).float()
+    return old, mask, rewards
+
+
+def measure_losses(cfg: EfficiencyConfig) -> dict[str, float]:
+    old, mask, rewards = synthetic_batch(cfg, cfg.tokens)
+    out = {}
+    for m in METHODS:
+        f = loss_fn(m)
+        lp = (old + 0.01 * torch.randn_like(old)).requires_grad_()
+
+        def step(f=f, lp=lp):
+            lp.grad = None
+            f(lp, old, rewards, mask).backward()
+
+        out[m] = _median_time(step, cfg.repeats)
+    return out
+
+
+def measure_actor_update(cfg: EfficiencyConfig) -> dict[str, float]:
+    from adpo.logprobs import causal_lm_logps
+    from adpo.tiny import tiny_qwen3
+
+    model = tiny_qwen3(
+        cfg.model_vocab,
+        hidden_size=cfg.model_hidden,
+        num_layers=cfg.model_layers,
+        max_position_embeddings=2 * cfg.model_tokens + 8,
+        seed=cfg.seed,
+    )
+    g = torch.Generator().manual_seed(cfg.seed)
+    N, P, T = cfg.prompts * cfg.group, 16, cfg.model_tokens
+    ids = torch.randint(4, cfg.model_vocab, (N, P + T), generator=g)
+    attn = torch.ones_like(ids)
+    _, mask, rewards = synthetic_batch(cfg, T)
+    with torch.no_grad():
+        old = causal_lm_logps(model, ids, attn, logits_to_keep=T).reshape(cfg.prompts, cfg.group, T)
+    out = {}
+    for m in METHODS:
+        f = loss_fn(m)
+
+        def step(f=f):
+            model.zero_grad(set_to_none=True)
+            lp = causal_lm_logps(model, ids, attn, logits_to_keep=T, chunk_size=cfg.chunk_size)
+            f(lp.reshape(cfg.prompts, cfg.group, T), old, rewards, mask).backward()
+
+        out[m] = _median_time(step, max(3, cfg.repeats // 4))
+    return out
+
+
+def saved_bytes(fn: Callable[[], Tensor]) -> int:
+    """Bytes of the tensors autograd saves for backward while ``fn`` runs (distinct storages)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        if t.device.type != "meta":
+            s = t.untyped_storage()
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn().sum().backward()
+    return sum(seen.values())
+
+
+def logprob_functions(cfg: EfficiencyConfig) -> dict[str, Callable[[], Tensor]]:
+    """The three ways to get target-token log-probs from hidden states, as closures."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    R, H, V = cfg.memory_rows, 64, cfg.vocab
+    dtype = getattr(torch, cfg.logits_dtype)
+    hidden = torch.randn(R, H, generator=g).to(dtype).requires_grad_()
+    W = (torch.randn(V, H, generator=g) * 0.05).to(dtype).requires_grad_()
+    idx = torch.randint(0, V, (R,), generator=g)
+    return {
+        # what most trainers do: a float32 log-softmax over the whole [R, V]
+        "full log_softmax": lambda: (
+            torch.log_softmax((hidden @ W.T).float(), -1).gather(-1, idx[:, None]).squeeze(-1)
+        ),
+        "selective_log_softmax": lambda: selective_log_softmax(
+            hidden @ W.T, idx, chunk_size=cfg.chunk_size
+        ),
+        "linear_logps": lambda: linear_logps(hidden, W, idx, chunk_size=cfg.chunk_size),
+    }
+
+
+def measure_logprob_memory(cfg: EfficiencyConfig) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, fn in logprob_functions(cfg).items():
+        nbytes = saved_bytes(fn)
+        secs = _median_time(lambda fn=fn: fn().sum().backward(), max(3, cfg.repeats // 4))
+        out[name] = {"saved_MB": nbytes / 2**20, "seconds": secs}
+    return out
+
+
+def run(cfg: EfficiencyConfig) -> dict:
+    out = prepare_out(cfg.out)
+    torch.manual_seed(cfg.seed)
+    console.print("[bold]efficiency[/]: loss-only timings …")
+    loss_t = measure_losses(cfg)
+    console.print("[bold]efficiency[/]: actor-update timings …")
+    actor_t = measure_actor_update(cfg)
+    console.print("[bold]efficiency[/]: log-prob memory …")
+    mem = measure_logprob_memory(cfg)
+    base_loss, base_actor = loss_t["grpo"], actor_t["grpo"]
+    rows = [
+        {
+            "method": m,
+            "loss_ms": 1e3 * loss_t[m],
+            "loss_vs_grpo": loss_t[m] / base_loss,
+            "update_ms": 1e3 * actor_t[m],
+            "update_vs_grpo": actor_t[m] / base_actor,
+        }
+        for m in METHODS
+    ]
+    base_mem = mem["full log_softmax"]
+    mem_rows = {
+        k: {
+            **v,
+            "saved_vs_full": v["saved_MB"] / base_mem["saved_MB"],
+            "time_vs_full": v["seconds"] / base_mem["seconds"],
+        }
+        for k, v in mem.items()
+    }
+    summary = {
+        "experiment": "actor-update efficiency (ADPO paper app. F) and log-prob memory",
+        "command": command_line(),
+        "config": asdict(cfg),
+        "losses": rows,
+        "logprob_memory": mem_rows,
+        "environment": {**environment(), "loadavg": list(__import__("os").getloadavg())},
+    }
+    write_json(out / "efficiency.json", summary)
+    write_csv(out / "efficiency.csv", rows)
+    _print(summary)
+    console.print(
+        f"[bold]efficiency[/]: wrote {out / 'efficiency.json'} and {out / 'efficiency.csv'}"
+    )
+    return summary
+
+
+def _print(summary: dict) -> None:
+    from rich.table import Table
+
+    c = summary["config"]
+    t = Table(
+        title=f"B={c['prompts']} G={c['group']}: loss (T={c['tokens']}) and actor update (T={c['model_tokens']})"
+    )
+    for col in ("method", "loss ms", "× GRPO", "update ms", "× GRPO"):
+        t.add_column(col, justify="right")
+    for r in summary["losses"]:
+        t.add_row(
+            r["method"],
+            f"{r['loss_ms']:.2f}",
+            f"{r['loss_vs_grpo']:.2f}",
+            f"{r['update_ms']:.1f}",
+            f"{r['update_vs_grpo']:.2f}",
+        )
+    console.print(t)
+    t = Table(
+        title=f"target-token log-probs from {c['memory_rows']}×{c['vocab']} {c['logits_dtype']} logits"
+    )
+    for col in ("method", "saved for backward (MB)", "× full", "fwd+bwd s", "× full"):
+        t.add_column(col, justify="right")
+    for k, v in summary["logprob_memory"].items():
+        t.add_row(
+            k,
+            f"{v['saved_MB']:.1f}",
+            f"{v['saved_vs_full']:.3f}",
+            f"{v['seconds']:.3f}",
+            f"{v['time_vs_full']:.2f}",
+        )
+    console.print(t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(
+        tyro.cli(
+            EfficiencyConfig,
+            args=argv,
+            prog="adpo bench efficiency",
+            description=__doc__.split("\n\n")[0],
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
