@@ -24,6 +24,7 @@ from adpo.experiments.bandits import (
     win_mass,
 )
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """The benchmark runs single-threaded (tiny matrices); so do its tests, which keeps
@@ -409,3 +410,16 @@ def test_full_quick_sweep_schema(tmp_path):
     assert set(s["anchors"]) == {"ADPO-softmax", "ADPO-PL", "ADPO-raw", "OPO"}
     with (out / "results.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 12 * 13 * 2
+
+
+def test_paired_ties_use_per_seed_differences():
+    rows = [
+        {"scenario": "s", "method": m, "seed": k, "winmass": v}
+        for m, vals in {
+            "A": [0.50, 0.60, 0.70],
+            "B": [0.49, 0.59, 0.69],  # always 0.01 behind: a consistent, significant deficit
+            "C": [0.55, 0.50, 0.70],  # behind on average but noisy: within 2 SE
+        }.items()
+        for k, v in enumerate(vals)
+    ]
+    assert bd._paired_ties(rows, "s", "A", ["A", "B", "C"]) == ["A", "C"]

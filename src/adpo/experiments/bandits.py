@@ -262,7 +262,7 @@ class BanditsConfig:
     ref_steps: int = 30
     """SFT steps of the reference on clean data (paper: 30)"""
     ref_lr: float = 5e-4
-    """SFT learning rate (the paper gives none; 1e-2 leaves a weak but informed reference)"""
+    """SFT learning rate (the paper gives none; the shared 5e-4 leaves a weak reference)"""
     ref_batch: int = 256
     """contexts per SFT step"""
 
@@ -775,6 +775,27 @@ def _mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": round(float(t.mean()), 4), "std": round(std, 4)}
 
 
+def _paired_ties(rows: list[dict], scenario: str, best: str, meths: list[str]) -> list[str]:
+    """Methods whose WinMass is within noise of ``best``'s in ``scenario``: the best itself
+    and every method whose paired per-seed deficit is under two standard errors."""
+
+    def per_seed(m: str) -> list[float]:
+        sel = [r for r in rows if r["scenario"] == scenario and r["method"] == m]
+        return [r["winmass"] for r in sorted(sel, key=lambda r: r["seed"])]
+
+    top = per_seed(best)
+    tied = [best]
+    for m in meths:
+        d = [a - b for a, b in zip(top, per_seed(m), strict=True)]  # best − m, per seed
+        if m == best or len(d) < 2:
+            continue
+        mean = sum(d) / len(d)
+        se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+        if mean < 2 * se:
+            tied.append(m)
+    return tied
+
+
 class _Sweep:
     """Runs (scenario, method) jobs for one hidden width and collects per-seed rows."""
 
@@ -878,6 +899,10 @@ def summarize(rows: list[dict], scaling_rows: list[dict], cfg: BanditsConfig) ->
     best = {sc: max(meths, key=lambda m, sc=sc: wm[sc][m]["mean"]) for sc in scen}
     summary["best"] = best
     summary["wins"] = {m: sum(b == m for b in best.values()) for m in meths}
+    # seeds share task, initialisation and noise across methods, so compare paired per seed
+    ties = {sc: _paired_ties(rows, sc, best[sc], meths) for sc in scen}
+    summary["tied_with_best"] = ties
+    summary["top_group_count"] = {m: sum(m in t for t in ties.values()) for m in meths}
     summary["mean_winmass"] = {
         m: round(sum(wm[sc][m]["mean"] for sc in scen) / len(scen), 4) for m in meths
     }
@@ -1018,7 +1043,9 @@ def _print_table(summary: dict) -> None:
 
     scen = summary["scenarios"]
     table = Table(
-        title="WinMass, mean over seeds (* = best in the scenario)", box=box.SIMPLE, padding=(0, 1)
+        title="WinMass, mean over seeds (* best in the scenario, + within 2 paired SE of it)",
+        box=box.SIMPLE,
+        padding=(0, 1),
     )
     table.add_column("method")
     for sc in scen:
@@ -1027,9 +1054,15 @@ def _print_table(summary: dict) -> None:
         cells = []
         for sc in scen:
             v = f"{summary['winmass'][sc][m]['mean']:.2f}"
-            cells.append(f"[bold]{v}*[/]" if summary["best"][sc] == m else v + " ")
+            if summary["best"][sc] == m:
+                cells.append(f"[bold]{v}*[/]")
+            else:
+                cells.append(v + ("+" if m in summary["tied_with_best"][sc] else " "))
         table.add_row(_short(m), *cells)
-    console.print(table)
+    # the table is wider than a default 80-column log: print it unwrapped
+    from rich.console import Console
+
+    Console(stderr=True, width=max(console.width, 16 + 7 * len(scen))).print(table)
     ref = summary["reference"]["winmass"]
     console.print(f"reference (SFT) WinMass {ref['mean']:.3f} ± {ref['std']:.3f}")
     for base, v in summary["anchors"].items():
