@@ -269,7 +269,7 @@ class BanditsConfig:
     # online rounds
     rounds: int = 100
     """R: online rounds (sample → observe → update) per run"""
-    quick_rounds: int = 15
+    quick_rounds: int = 10
     """rounds with --quick"""
     batch: int = 64
     """B: contexts per round"""
@@ -962,7 +962,7 @@ def run(cfg: BanditsConfig) -> dict:
     out = prepare_out(cfg.out)
     torch.set_num_threads(cfg.threads)
     load_start = os.getloadavg()
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     seeds = list(range(cfg.n_seeds))
     sweep = _Sweep(cfg, seeds)
 
@@ -991,6 +991,8 @@ def run(cfg: BanditsConfig) -> dict:
     train_s = sum(r["train_s_all_seeds"] for r in rows + scaling_rows if r["seed"] == seeds[0])
     summary["runtime_s"] = round(runtime, 1)
     summary["timing"] = {
+        "wall_s": round(runtime, 1),
+        "cpu_s": round(time.process_time() - cpu_start, 1),  # this process only
         "runs": len(jobs),
         "seeds_per_run": len(seeds),
         "train_s_total": round(train_s, 1),
@@ -1047,9 +1049,9 @@ def _print_table(summary: dict) -> None:
         box=box.SIMPLE,
         padding=(0, 1),
     )
-    table.add_column("method")
+    table.add_column("method", no_wrap=True)
     for sc in scen:
-        table.add_column(_abbr(sc), justify="right")
+        table.add_column(_abbr(sc), justify="right", no_wrap=True)
     for m in summary["methods"]:
         cells = []
         for sc in scen:
@@ -1062,7 +1064,7 @@ def _print_table(summary: dict) -> None:
     # the table is wider than a default 80-column log: print it unwrapped
     from rich.console import Console
 
-    Console(stderr=True, width=max(console.width, 16 + 7 * len(scen))).print(table)
+    Console(stderr=True, width=max(console.width, 24 + 9 * len(scen))).print(table)
     ref = summary["reference"]["winmass"]
     console.print(f"reference (SFT) WinMass {ref['mean']:.3f} ± {ref['std']:.3f}")
     for base, v in summary["anchors"].items():
