@@ -973,11 +973,14 @@ def run(cfg: BanditsConfig) -> dict:
     jobs += [(cfg.scaling_scenario, m, h, False) for h in widths for m in cfg.methods]
     rows: list[dict] = []
     scaling_rows: list[dict] = []
+    train_s = 0.0  # training time of all jobs (all seeds at once), excluding set-up
     with _progress(cfg.progress) as bar:
         task = bar.add_task("", total=len(jobs))
         for sc, m, h, main_sweep in jobs:
             bar.update(task, description=f"{sc} · {m}" + ("" if main_sweep else f" · H={h}"))
-            (rows if main_sweep else scaling_rows).extend(sweep.run(sc, m, h))
+            res = sweep.run(sc, m, h)
+            train_s += res[0]["train_s_all_seeds"]
+            (rows if main_sweep else scaling_rows).extend(res)
             bar.advance(task)
     if reuse and cfg.hidden in cfg.scaling_hidden:
         scaling_rows.extend(r for r in rows if r["scenario"] == cfg.scaling_scenario)
@@ -988,7 +991,6 @@ def run(cfg: BanditsConfig) -> dict:
         write_csv(out / "scaling.csv", scaling_rows)
     summary = summarize(rows, scaling_rows, cfg)
     runtime = time.perf_counter() - t_start
-    train_s = sum(r["train_s_all_seeds"] for r in rows + scaling_rows if r["seed"] == seeds[0])
     summary["runtime_s"] = round(runtime, 1)
     summary["timing"] = {
         "wall_s": round(runtime, 1),
@@ -1110,7 +1112,7 @@ def plot(summary: dict, out: Path) -> list[Path]:
 
     if summary.get("scaling"):
         widths = sorted(summary["scaling"], key=int)
-        fig, ax = plt.subplots(figsize=(7.5, 4.5))
+        fig, ax = plt.subplots(figsize=(9.5, 4.5))
         bases = list(dict.fromkeys(METHODS[m].base for m in meths))
         colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(bases)}
         for m in meths:
@@ -1140,7 +1142,7 @@ def plot(summary: dict, out: Path) -> list[Path]:
             title=f"Capacity scaling on {summary['scaling_scenario']}",
         )
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2, loc="best")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         paths.append(out / "scaling.png")
         fig.savefig(paths[-1], dpi=130)
