@@ -14,6 +14,11 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {}
 
 BENCHMARKS: dict[str, tuple[str, str, str]] = {
+    "bandits": (
+        "adpo.experiments.bandits",
+        "main",
+        "noisy contextual bandits: 12 scenarios, anchors, capacity (ADPO paper §6.1)",
+    ),
     "saturation": (
         "adpo.experiments.saturation",
         "main",
