@@ -11,7 +11,13 @@ import importlib
 import sys
 
 # name -> (module, function, one-line help). Add a command by adding a line.
-COMMANDS: dict[str, tuple[str, str, str]] = {}
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train-offline": (
+        "adpo.trainers.offline_cli",
+        "main",
+        "offline listwise ADPO on K scored/ranked completions per prompt",
+    ),
+}
 
 BENCHMARKS: dict[str, tuple[str, str, str]] = {
     "saturation": (
