@@ -213,7 +213,7 @@ def run(args: TrainOfflineArgs) -> dict[str, Any]:
     from adpo.data.listwise import make_arithmetic_listwise, normalize_rows
     from adpo.trainers.listwise import ListwiseConfig, ListwiseTrainer
 
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     out = prepare_out(args.out)
     torch.manual_seed(args.seed)
     cfg: dict[str, Any] = {}
@@ -326,6 +326,8 @@ def run(args: TrainOfflineArgs) -> dict[str, Any]:
         "data": "generated arithmetic listwise" if default_task else str(args.data),
         "train_seconds": round(train_s, 1),
         "total_seconds": round(time.time() - t0, 1),
+        # CPU time of this process: less sensitive than wall time to other jobs on the machine
+        "cpu_seconds": round(time.process_time() - cpu0, 1),
         "loadavg": list(os.getloadavg()),
         "torch_threads": torch.get_num_threads(),
         "command": command_line(),
@@ -333,7 +335,7 @@ def run(args: TrainOfflineArgs) -> dict[str, Any]:
         "cli_args": asdict(args),
     }
     write_json(out / "summary.json", summary)
-    history = [h for h in trainer.state.log_history if "loss" in h]
+    history = list(trainer.state.log_history)
     if history:
         keys = sorted({k for h in history for k in h})
         write_csv(out / "log_history.csv", [{k: h.get(k, "") for k in keys} for h in history])
