@@ -20,6 +20,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 BENCHMARKS: dict[str, tuple[str, str, str]] = {
+    "offline-listwise": (
+        "adpo.experiments.offline_listwise",
+        "main",
+        "offline listwise ADPO: targets × anchors × seeds on generated arithmetic",
+    ),
     "saturation": (
         "adpo.experiments.saturation",
         "main",

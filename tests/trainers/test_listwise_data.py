@@ -224,3 +224,16 @@ def test_generated_task_has_variable_k_shuffled_candidates_and_true_scores():
     assert 0.75 < frac < 0.95  # p_correct = 0.85
     with pytest.raises(ValueError, match="k_min"):
         make_arithmetic_listwise(2, seed=0, k_min=1)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["adpo.trainers", "adpo.trainers.listwise", "adpo.trainers.ranking", "adpo.data.listwise"],
+)
+def test_every_public_symbol_imports(name):
+    import importlib
+
+    module = importlib.import_module(name)
+    assert module.__all__
+    for symbol in module.__all__:
+        assert getattr(module, symbol) is not None, f"{name}.{symbol}"

@@ -30,7 +30,11 @@ def saved(tmp_path_factory):
     rows = make_arithmetic_listwise(30, seed=0)
     rows[3] = {"prompt": "1+1=", "chosen": "2", "rejected": "3"}  # pairwise rows mix in
     rows[7] = {"prompt": "2+2=", "ranking": ["4", "5", "44"]}
-    bad = [*rows[:5], {"prompt": "3+3=", "completions": ["6", "7"], "scores": [1.0, math.nan]}, *rows[5:]]
+    bad = [
+        *rows[:5],
+        {"prompt": "3+3=", "completions": ["6", "7"], "scores": [1.0, math.nan]},
+        *rows[5:],
+    ]
     for name, data in (("rows.jsonl", rows), ("bad.jsonl", bad)):
         with (root / name).open("w") as f:
             for r in data:
@@ -49,7 +53,9 @@ def _run(saved, out, *extra):
 
 
 def test_cli_trains_and_writes_the_summary(saved, tmp_path):
-    s = _run(saved, tmp_path / "a", "--data", str(saved / "rows.jsonl"), "--target", "plackett_luce")
+    s = _run(
+        saved, tmp_path / "a", "--data", str(saved / "rows.jsonl"), "--target", "plackett_luce"
+    )
     assert KEYS <= set(s)
     assert s["rows"] == 30 and s["eval_rows"] == 3 and s["train_rows"] == 27 and s["steps"] == 3
     assert s["tau"] == 2.0 and s["target"] == "plackett_luce" and s["skipped_rows"] == 0

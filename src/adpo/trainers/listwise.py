@@ -247,8 +247,8 @@ def group_logps(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
     first = int(batch["prompt_lengths"].min())  # ≥ 1: every prompt has a token (BOS at least)
     keep = L - first + 1  # logits at positions first−1 … L−1
     kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": attn}
-    forward = getattr(model, "forward", model)
-    params = inspect.signature(forward).parameters
+    inner = getattr(model, "module", model)  # DDP and similar wrappers hide the signature
+    params = inspect.signature(inner.forward).parameters
     if "logits_to_keep" in params:
         kwargs["logits_to_keep"] = keep
     if "use_cache" in params:

@@ -50,7 +50,7 @@ DEFAULT_TASK_CONFIG: dict[str, Any] = {
     "lr_scheduler_type": "constant",
     "tau": 1.0,
     "beta": 0.5,
-    "max_steps": 150,
+    "max_steps": 300,
     "logging_steps": 10,
 }
 
@@ -83,12 +83,15 @@ class TrainOfflineArgs:
     """optimiser steps (overrides the config)"""
     seed: int = 0
     """seed for the split, the default task and training"""
-    default_train_rows: int = 1500
+    default_train_rows: int = 3000
     """embedded default: generated listwise training rows"""
     default_eval_rows: int = 300
     """embedded default: generated held-out rows"""
-    warm_start_steps: int = 150
+    warm_start_steps: int = 400
     """embedded default: SFT steps that make the reference model"""
+    threads: int | None = None
+    """torch intra-op threads (default: 1 for the embedded tiny model, where more threads only
+    add synchronisation, torch's default otherwise)"""
 
     def __post_init__(self) -> None:
         if (self.model is None) != (self.data is None):
@@ -218,6 +221,9 @@ def run(args: TrainOfflineArgs) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     cfg: dict[str, Any] = {}
     default_task = args.model is None
+    threads = args.threads if args.threads is not None else (1 if default_task else None)
+    if threads is not None:
+        torch.set_num_threads(threads)
     if default_task:  # the embedded default: warm-started tiny model + generated rows
         from adpo.tiny import char_tokenizer, tiny_qwen3
 
