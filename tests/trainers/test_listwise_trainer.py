@@ -133,6 +133,28 @@ def test_loss_parity_with_adpo_loss_on_a_fixed_batch(tmp_path, target, kw):
     assert float(want.loss) > 0.1  # a non-trivial value
 
 
+def test_softmax_target_on_raw_scores(tmp_path):
+    policy, ref = _model(0), _model(1)
+    tr = ListwiseTrainer(
+        policy,
+        ref_model=ref,
+        args=_args(tmp_path, standardize_scores=False, beta=0.25),
+        train_dataset=ROWS,
+        processing_class=TOK,
+    )
+    policy.eval()
+    b = _batch(tr)
+    with torch.no_grad():
+        loss = tr.compute_loss(policy, b)
+    lp, rp = _independent_group(policy, tr.train_dataset), _independent_group(ref, tr.train_dataset)
+    s = b["scores"].double().masked_fill(~b["valid"], float("-inf"))
+    q = torch.softmax(s / 0.25, -1)  # softmax(scores / β) by hand
+    want = adpo_loss(lp, rp, targets=q, tau=0.8, valid=b["valid"])
+    assert float(loss) == pytest.approx(float(want.loss), abs=1e-5)
+    standardized = adpo_loss(lp, rp, b["scores"].double(), tau=0.8, beta=0.25, valid=b["valid"])
+    assert abs(float(standardized.loss) - float(want.loss)) > 1e-3  # the option matters
+
+
 def test_teacher_probabilities_are_the_target(tmp_path):
     rows = [
         {"prompt": "2+2=", "completions": ["4", "5", "22"], "target_probs": [0.7, 0.2, 0.1]},

@@ -52,7 +52,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from adpo.anchors import Anchor, EMAAnchor, FixedAnchor, OnPolicyAnchor, SelfAnchor
 from adpo.data.listwise import normalize_rows, tokenize_row
 from adpo.logprobs import selective_log_softmax, sequence_logps
-from adpo.losses import LossOutput, adpo_loss
+from adpo.losses import LossOutput, adpo_loss, softmax_targets
 from adpo.trainers.ranking import ndcg, top1_accuracy
 
 __all__ = ["ListwiseCollator", "ListwiseConfig", "ListwiseTrainer", "group_logps"]
@@ -74,7 +74,8 @@ class ListwiseConfig(TrainingArguments):
     target: Literal["softmax", "plackett_luce", "top1", "probs"] = field(
         default="softmax",
         metadata={
-            "help": "target q: 'softmax' = softmax(z-scored scores / beta) (alg. 1 line 12); "
+            "help": "target q: 'softmax' = softmax(scores / beta), scores z-scored per prompt "
+            "unless standardize_scores=False (alg. 1 line 12); "
             "'plackett_luce' = NLL of the score ranking (ListMLE, ties Breslow/Efron); 'top1' = "
             "uniform over the best-scored completions; 'probs' = the rows' teacher "
             "'target_probs' (anchored KD)."
@@ -89,6 +90,13 @@ class ListwiseConfig(TrainingArguments):
     )
     beta: float = field(
         default=0.5, metadata={"help": "target temperature β_r > 0 of the 'softmax' target"}
+    )
+    standardize_scores: bool = field(
+        default=True,
+        metadata={
+            "help": "'softmax' target: z-score the scores within each prompt first (alg. 1 line "
+            "12; β is then scale-free). False: q = softmax(scores / beta) on the raw scores."
+        },
     )
     ties: Literal["breslow", "efron"] = field(
         default="breslow", metadata={"help": "Plackett–Luce tie handling"}
@@ -544,6 +552,11 @@ class ListwiseTrainer(Trainer):
         kw = {"tau": args.tau, "valid": inputs["valid"], "ties": args.ties}
         if args.target == "probs":
             return adpo_loss(logps, ref_logps, targets=inputs["target_probs"], **kw)
+        if args.target == "softmax" and not args.standardize_scores:
+            q = softmax_targets(
+                inputs["scores"], beta=args.beta, valid=inputs["valid"], standardize=False
+            )  # (B, G)
+            return adpo_loss(logps, ref_logps, targets=q, **kw)
         return adpo_loss(
             logps, ref_logps, inputs["scores"], target=args.target, beta=args.beta, **kw
         )
