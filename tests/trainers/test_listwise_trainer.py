@@ -475,3 +475,32 @@ def test_short_run_raises_heldout_top1_accuracy(tmp_path, sevens):
     assert after["ndcg"] > before["ndcg"] + 0.05
     assert tr.reference_kl(tr.eval_dataset, tr.ref_model) > 0
     assert tr.state.log_history[-1]["train_loss"] > 0
+
+
+@pytest.mark.parametrize("anchor", ["ema", "dynamic"])
+def test_moving_anchor_is_checkpointed_and_resumed(tmp_path, anchor):
+    def make(steps):
+        return ListwiseTrainer(
+            _model(0),
+            args=_args(
+                tmp_path,
+                anchor=anchor,
+                max_steps=steps,
+                learning_rate=1e-2,
+                anchor_update_steps=3,
+                ema_decay=0.5,
+                per_device_train_batch_size=1,
+                save_strategy="steps",
+                save_steps=2,
+            ),
+            train_dataset=ROWS * 2,
+            processing_class=TOK,
+        )
+
+    full = make(4)
+    full.train()
+    resumed = make(4)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+    assert (tmp_path / "out" / "checkpoint-2" / "adpo_anchor.pt").exists()
+    assert torch.allclose(_params(resumed.anchor.module), _params(full.anchor.module), atol=1e-6)
+    assert torch.allclose(_params(resumed.model), _params(full.model), atol=1e-6)

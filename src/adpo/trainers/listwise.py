@@ -39,6 +39,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import os
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -590,6 +591,29 @@ class ListwiseTrainer(Trainer):
         logs.update(metrics)
         super().log(logs, start_time)
         self._metrics[mode].clear()
+
+    # -- checkpoints: moving anchors (EMA, dynamic) are part of the training state -----
+
+    _ANCHOR_FILE = "adpo_anchor.pt"
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if isinstance(self.anchor, (EMAAnchor, OnPolicyAnchor)) and self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}"
+            )
+            torch.save(self.anchor.state_dict(), os.path.join(folder, self._ANCHOR_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, self._ANCHOR_FILE)
+        if isinstance(self.anchor, (EMAAnchor, OnPolicyAnchor)):
+            if not os.path.exists(path):
+                raise FileNotFoundError(
+                    f"ListwiseTrainer: {resume_from_checkpoint} has no {self._ANCHOR_FILE}; the "
+                    f"{self.args.anchor!r} anchor cannot be restored"
+                )
+            self.anchor.load_state_dict(torch.load(path, map_location=self.args.device))
 
     # -- offline evaluation -----------------------------------------------------------
 
