@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 BENCHMARKS: dict[str, tuple[str, str, str]] = {
-    "offline-listwise": (
+    "listwise": (
         "adpo.experiments.offline_listwise",
         "main",
         "offline listwise ADPO: targets × anchors × seeds on generated arithmetic",

@@ -6,7 +6,7 @@ or anchor changed; the held-out metrics come from each run's ``summary.json``.
 
 Run::
 
-    adpo bench offline-listwise --out results/offline_listwise
+    adpo bench listwise --out results/offline_listwise
 
 Outputs ``runs.csv`` (one line per run), ``summary.json`` (mean ± std over seeds per
 variant), ``offline_listwise.png`` and each run's folder.
@@ -75,7 +75,7 @@ def run(cfg: OfflineListwiseConfig) -> dict:
     unknown = set(cfg.variants) - set(VARIANTS)
     if unknown:
         raise ValueError(
-            f"offline-listwise: unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}"
+            f"listwise: unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}"
         )
     out = prepare_out(cfg.out)
     t0 = time.time()
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         tyro.cli(
             OfflineListwiseConfig,
             args=argv,
-            prog="adpo bench offline-listwise",
+            prog="adpo bench listwise",
             description=__doc__,
         )
     )
