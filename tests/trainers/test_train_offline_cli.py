@@ -103,3 +103,10 @@ def test_default_run_raises_heldout_top1(tmp_path):
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["top1_accuracy_after"] > s["top1_accuracy_before"] + 0.1
     assert s["ndcg_after"] > s["ndcg_before"]
+
+
+def test_listwise_bench_rejects_unknown_variants(tmp_path):
+    from adpo.experiments.offline_listwise import OfflineListwiseConfig, run
+
+    with pytest.raises(ValueError, match="unknown variants"):
+        run(OfflineListwiseConfig(out=str(tmp_path), variants=["softmax / nowhere"]))
