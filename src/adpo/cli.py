@@ -11,13 +11,24 @@ import importlib
 import sys
 
 # name -> (module, function, one-line help). Add a command by adding a line.
-COMMANDS: dict[str, tuple[str, str, str]] = {}
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train-offline": (
+        "adpo.trainers.offline_cli",
+        "main",
+        "offline listwise ADPO on K scored/ranked completions per prompt",
+    ),
+}
 
 BENCHMARKS: dict[str, tuple[str, str, str]] = {
     "bandits": (
         "adpo.experiments.bandits",
         "main",
         "noisy contextual bandits: 12 scenarios, anchors, capacity (ADPO paper §6.1)",
+    ),
+    "listwise": (
+        "adpo.experiments.offline_listwise",
+        "main",
+        "offline listwise ADPO: targets × anchors × seeds on generated arithmetic",
     ),
     "saturation": (
         "adpo.experiments.saturation",

@@ -298,3 +298,21 @@ def test_permutation_equivariance_bruteforce_small():
             logps[:, p], ref[:, p], r[:, p], target="plackett_luce", ties="breslow"
         ).loss
         torch.testing.assert_close(got, base, rtol=1e-12, atol=1e-12)
+
+
+def test_softmax_targets_on_raw_scores():
+    r = torch.tensor([[3.0, 1.0, 0.0, 9.0]])
+    valid = torch.tensor([[True, True, True, False]])
+    q = softmax_targets(r, beta=2.0, valid=valid, standardize=False)
+    e = torch.exp(torch.tensor([1.5, 0.5, 0.0]))
+    assert torch.allclose(q[0, :3], e / e.sum(), atol=1e-7) and q[0, 3] == 0
+    # a shift of the scores changes nothing, a scale does (unlike the standardized target)
+    assert torch.allclose(softmax_targets(r + 5, beta=2.0, valid=valid, standardize=False), q)
+    assert not torch.allclose(softmax_targets(3 * r, beta=2.0, valid=valid, standardize=False), q)
+    assert torch.allclose(
+        softmax_targets(3 * r, beta=2.0, valid=valid),
+        softmax_targets(r, beta=2.0, valid=valid),
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="rewards"):
+        softmax_targets(torch.tensor([[1.0, float("nan")]]), standardize=False)

@@ -72,7 +72,12 @@ def group_advantages(rewards: Tensor, eps: float = 1e-6, *, valid: Tensor | None
 
 
 def softmax_targets(
-    rewards: Tensor, *, beta: float = 1.0, valid: Tensor | None = None, eps: float = 1e-6
+    rewards: Tensor,
+    *,
+    beta: float = 1.0,
+    valid: Tensor | None = None,
+    eps: float = 1e-6,
+    standardize: bool = True,
 ) -> Tensor:
     """Boltzmann target ``q = softmax(group_advantages(r) / beta)`` (ADPO alg. 1, line 12).
 
@@ -80,14 +85,20 @@ def softmax_targets(
         rewards: ``[B, G]``.
         beta: target temperature β_r (> 0); small β sharpens ``q`` toward the top-1 set.
         valid: optional ``[B, G]`` mask; missing candidates get ``q = 0``.
+        standardize: True (default, alg. 1): z-score the rewards within the group first,
+            so β is scale-free. False: ``q = softmax(r / beta)`` on the raw scores (§4.4's
+            ``Q ∝ exp(R/τ)``, for calibrated teacher or reward-model scores).
 
     Returns:
         ``[B, G]`` rows summing to 1 over counted candidates.
     """
     check_positive("softmax_targets", "beta", beta)
-    adv = group_advantages(rewards, eps, valid=valid)
-    v = torch.ones_like(adv, dtype=torch.bool) if valid is None else valid.bool()
-    return masked_log_softmax(adv / beta, v).exp() * v
+    if standardize:
+        x = group_advantages(rewards, eps, valid=valid)
+    else:
+        x, _ = _rewards("softmax_targets", rewards, valid)
+    v = torch.ones_like(x, dtype=torch.bool) if valid is None else valid.bool()
+    return masked_log_softmax(x / beta, v).exp() * v
 
 
 def top1_targets(rewards: Tensor, *, valid: Tensor | None = None) -> Tensor:

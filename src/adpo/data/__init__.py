@@ -1,0 +1,1 @@
+"""``adpo.data``: dataset rows for the trainers (validation, normalisation, generated tasks)."""

@@ -1,0 +1,9 @@
+"""``adpo.trainers``: training loops on Hugging Face models.
+
+Offline listwise (ADPO algorithm 1, OFFLINE): :class:`ListwiseConfig`, :class:`ListwiseTrainer`.
+Needs the ``hf`` extra.
+"""
+
+from adpo.trainers.listwise import ListwiseCollator, ListwiseConfig, ListwiseTrainer
+
+__all__ = ["ListwiseCollator", "ListwiseConfig", "ListwiseTrainer"]

@@ -1,0 +1,506 @@
+"""ListwiseTrainer: the loss it computes equals adpo_loss / dpo_loss on independently
+computed log-probs; variable K, chat rows, anchors, precomputed reference log-probs, bad
+rows, and a short run that raises held-out top-1 accuracy."""
+
+import math
+import random
+
+import pytest
+import torch
+
+from adpo.losses import adpo_loss, dpo_loss
+from adpo.tiny import char_tokenizer, tiny_qwen3
+from adpo.trainers import ListwiseConfig, ListwiseTrainer
+from adpo.trainers.listwise import group_logps
+from adpo.trainers.ranking import ndcg, top1_accuracy
+
+TOK = char_tokenizer()
+
+ROWS = [  # K = 3, 2, 4: variable group size in one batch
+    {"prompt": "12+34=", "completions": ["46", "45", "56"], "scores": [1.0, 0.6, 0.3]},
+    {"prompt": "7+8=", "completions": ["15", "16"], "scores": [1.0, 0.4]},
+    {"prompt": "1+1=", "completions": ["2", "3", "11", "2"], "scores": [1.0, 0.0, 0.2, 1.0]},
+]
+
+
+def _model(seed=0):
+    return tiny_qwen3(
+        len(TOK), hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, seed=seed
+    )
+
+
+def _args(tmp_path, **kw):
+    base = {
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 8,
+        "use_cpu": True,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "logging_steps": 1,
+        "seed": 0,
+    }
+    base.update(kw)
+    return ListwiseConfig(**base)
+
+
+def _independent_logp(model, prompt_ids, completion_ids):
+    """log π(completion | prompt) from one unpadded forward pass, summed by hand."""
+    ids = torch.tensor([prompt_ids + completion_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].double()
+    logp = torch.log_softmax(logits, -1)
+    P = len(prompt_ids)
+    return sum(float(logp[P - 1 + t, c]) for t, c in enumerate(completion_ids))
+
+
+def _independent_group(model, dataset):
+    G = max(len(c) for c in dataset["completion_ids"])
+    out = torch.zeros(len(dataset), G, dtype=torch.float64)
+    for r in range(len(dataset)):
+        for k, c in enumerate(dataset[r]["completion_ids"]):
+            out[r, k] = _independent_logp(model, dataset[r]["prompt_ids"], c)
+    return out
+
+
+def _batch(trainer, dataset=None):
+    ds = trainer.train_dataset if dataset is None else dataset
+    return trainer.data_collator([ds[i] for i in range(len(ds))])
+
+
+def test_collator_pads_groups_and_masks_only_completion_tokens(tmp_path):
+    tr = ListwiseTrainer(_model(), args=_args(tmp_path), train_dataset=ROWS, processing_class=TOK)
+    b = _batch(tr)
+    assert b["valid"].tolist() == [
+        [True, True, True, False],
+        [True, True, False, False],
+        [True, True, True, True],
+    ]
+    assert b["input_ids"].shape[0] == 9  # only real candidates are sequences (N = Σ K)
+    assert b["group_index"].tolist() == [0, 1, 2, 4, 5, 8, 9, 10, 11]
+    for n in range(9):
+        p = int(b["prompt_lengths"][n])
+        m = b["completion_mask"][n]
+        assert not m[:p].any()  # the prompt is excluded
+        assert int(m.sum()) == int(b["attention_mask"][n].sum()) - p
+    assert b["scores"][1].tolist() == pytest.approx([1.0, 0.4, 0.0, 0.0])
+    # right padding: real tokens first
+    assert (b["attention_mask"].cummin(-1).values == b["attention_mask"]).all()
+
+
+def test_group_logps_equal_unpadded_per_sequence_sums(tmp_path):
+    model = _model()
+    tr = ListwiseTrainer(model, args=_args(tmp_path), train_dataset=ROWS, processing_class=TOK)
+    model.eval()
+    with torch.no_grad():
+        got = group_logps(model, _batch(tr))
+    want = _independent_group(model, tr.train_dataset)
+    valid = _batch(tr)["valid"]
+    assert torch.allclose(got.double()[valid], want[valid], atol=1e-5, rtol=0)
+    assert (got[~valid] == 0).all()
+    # one row alone gives the same numbers as inside the padded batch (padding-invariant)
+    with torch.no_grad():
+        alone = group_logps(model, tr.data_collator([tr.train_dataset[1]]))
+    assert torch.allclose(alone[0, :2], got[1, :2], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("target", "kw"),
+    [
+        ("softmax", {"beta": 0.5}),
+        ("plackett_luce", {}),
+        ("top1", {}),
+        ("plackett_luce", {"ties": "efron"}),
+    ],
+)
+def test_loss_parity_with_adpo_loss_on_a_fixed_batch(tmp_path, target, kw):
+    policy, ref = _model(0), _model(1)  # different weights: Δ ≠ 0
+    tr = ListwiseTrainer(
+        policy,
+        ref_model=ref,
+        args=_args(tmp_path, target=target, tau=0.7, **kw),
+        train_dataset=ROWS,
+        processing_class=TOK,
+    )
+    policy.eval()
+    with torch.no_grad():
+        loss = tr.compute_loss(policy, _batch(tr))
+    b = _batch(tr)
+    lp = _independent_group(policy, tr.train_dataset)
+    rp = _independent_group(ref, tr.train_dataset)
+    want = adpo_loss(lp, rp, b["scores"].double(), target=target, tau=0.7, valid=b["valid"], **kw)
+    assert float(loss) == pytest.approx(float(want.loss), abs=1e-5)
+    assert float(want.loss) > 0.1  # a non-trivial value
+
+
+def test_softmax_target_on_raw_scores(tmp_path):
+    policy, ref = _model(0), _model(1)
+    tr = ListwiseTrainer(
+        policy,
+        ref_model=ref,
+        args=_args(tmp_path, standardize_scores=False, beta=0.25),
+        train_dataset=ROWS,
+        processing_class=TOK,
+    )
+    policy.eval()
+    b = _batch(tr)
+    with torch.no_grad():
+        loss = tr.compute_loss(policy, b)
+    lp, rp = _independent_group(policy, tr.train_dataset), _independent_group(ref, tr.train_dataset)
+    s = b["scores"].double().masked_fill(~b["valid"], float("-inf"))
+    q = torch.softmax(s / 0.25, -1)  # softmax(scores / β) by hand
+    want = adpo_loss(lp, rp, targets=q, tau=0.8, valid=b["valid"])
+    assert float(loss) == pytest.approx(float(want.loss), abs=1e-5)
+    standardized = adpo_loss(lp, rp, b["scores"].double(), tau=0.8, beta=0.25, valid=b["valid"])
+    assert abs(float(standardized.loss) - float(want.loss)) > 1e-3  # the option matters
+
+
+def test_teacher_probabilities_are_the_target(tmp_path):
+    rows = [
+        {"prompt": "2+2=", "completions": ["4", "5", "22"], "target_probs": [0.7, 0.2, 0.1]},
+        {"prompt": "3+3=", "completions": ["6", "9"], "target_probs": [0.5, 0.5]},
+    ]
+    policy, ref = _model(0), _model(1)
+    tr = ListwiseTrainer(
+        policy,
+        ref_model=ref,
+        args=_args(tmp_path, target="probs"),
+        train_dataset=rows,
+        processing_class=TOK,
+    )
+    policy.eval()
+    b = _batch(tr)
+    with torch.no_grad():
+        loss = tr.compute_loss(policy, b)
+    lp, rp = _independent_group(policy, tr.train_dataset), _independent_group(ref, tr.train_dataset)
+    want = adpo_loss(lp, rp, targets=b["target_probs"].double(), tau=0.8, valid=b["valid"])
+    assert float(loss) == pytest.approx(float(want.loss), abs=1e-5)
+    with pytest.raises(ValueError, match="set target='probs'"):
+        ListwiseTrainer(_model(), args=_args(tmp_path), train_dataset=rows, processing_class=TOK)
+    with pytest.raises(ValueError, match="needs rows with 'target_probs'"):
+        ListwiseTrainer(
+            _model(), args=_args(tmp_path, target="probs"), train_dataset=ROWS, processing_class=TOK
+        )
+
+
+@pytest.mark.parametrize("target", ["top1", "plackett_luce"])
+def test_pairwise_rows_give_exactly_the_dpo_loss(tmp_path, target):
+    pairs = [
+        {"prompt": "12+34=", "chosen": "46", "rejected": "45"},
+        {"prompt": "5+5=", "chosen": "10", "rejected": "100"},
+        {"prompt": "9+9=", "chosen": "18", "rejected": "19"},
+    ]
+    beta = 0.1
+    policy, ref = _model(0), _model(1)
+    tr = ListwiseTrainer(
+        policy,
+        ref_model=ref,
+        args=_args(tmp_path, target=target, tau=1 / beta),
+        train_dataset=pairs,
+        processing_class=TOK,
+    )
+    policy.train()
+    b = _batch(tr)
+    loss = tr.compute_loss(policy, b)
+    (g_trainer,) = torch.autograd.grad(loss, policy.model.embed_tokens.weight)
+    lp, rp = group_logps(policy, b), _independent_group(ref, tr.train_dataset).float()
+    want = dpo_loss(lp[:, 0], lp[:, 1], rp[:, 0], rp[:, 1], beta=beta).loss
+    (g_dpo,) = torch.autograd.grad(want, policy.model.embed_tokens.weight)
+    assert float(loss.detach()) == pytest.approx(float(want.detach()), abs=1e-6)
+    assert torch.allclose(g_trainer, g_dpo, atol=1e-7, rtol=1e-5)
+    # and against a hand-written DPO on independent sums: −log σ(β·((c − c_ref) − (r − r_ref)))
+    ind = _independent_group(policy, tr.train_dataset)
+    z = beta * ((ind[:, 0] - rp[:, 0]) - (ind[:, 1] - rp[:, 1]))
+    assert float(loss.detach()) == pytest.approx(
+        float(-torch.nn.functional.logsigmoid(z).mean()), abs=1e-5
+    )
+
+
+def test_chat_template_rows(tmp_path):
+    def chat(a, b, answers, scores):
+        return {
+            "prompt": [{"role": "user", "content": f"{a}+{b}="}],
+            "completions": [[{"role": "assistant", "content": x}] for x in answers],
+            "scores": scores,
+        }
+
+    rows = [chat(1, 2, ["3", "4", "12"], [1, 0.5, 0]), chat(5, 5, ["10", "11"], [1, 0.6])]
+    policy, ref = _model(0), _model(1)
+    tr = ListwiseTrainer(
+        policy, ref_model=ref, args=_args(tmp_path), train_dataset=rows, processing_class=TOK
+    )
+    ds = tr.train_dataset
+    assert TOK.decode(ds[0]["prompt_ids"]) == "user: 1+2=\nassistant: "
+    assert [TOK.decode(c) for c in ds[0]["completion_ids"]] == ["3\n", "4\n", "12\n"]
+    policy.eval()
+    b = _batch(tr)
+    with torch.no_grad():
+        loss = tr.compute_loss(policy, b)
+    lp, rp = _independent_group(policy, ds), _independent_group(ref, ds)
+    want = adpo_loss(lp, rp, b["scores"].double(), tau=0.8, beta=0.5, valid=b["valid"])
+    assert float(loss) == pytest.approx(float(want.loss), abs=1e-5)
+
+
+def test_precomputed_reference_logps_equal_live_ones(tmp_path):
+    rows = ROWS * 3
+    ref = _model(1)
+    live = ListwiseTrainer(
+        _model(0),
+        ref_model=ref,
+        args=_args(tmp_path, anchor="fixed"),
+        train_dataset=rows,
+        processing_class=TOK,
+    )
+    pre = ListwiseTrainer(
+        _model(0),
+        ref_model=_model(1),
+        args=_args(tmp_path, anchor="precomputed", precompute_batch_size=2),
+        train_dataset=rows,
+        eval_dataset=ROWS,
+        processing_class=TOK,
+    )
+    assert pre.ref_model is None and pre.anchor is None  # no reference kept in memory
+    assert (
+        "ref_logps" in pre.train_dataset.column_names
+        and "ref_logps" in pre.eval_dataset.column_names
+    )
+    for s in range(0, len(rows), 4):  # live: the anchor evaluates each training batch
+        feats = [live.train_dataset[i] for i in range(s, min(s + 4, len(rows)))]
+        b = live.data_collator(feats)
+        got = live.anchor.anchor_logps(group_logps, b)
+        stored = pre.data_collator([pre.train_dataset[i] for i in range(s, min(s + 4, len(rows)))])
+        assert torch.allclose(stored["ref_logps"], got, atol=1e-5), s
+    # the same loss on the same batch, and the same weights after two optimiser steps
+    b_live, b_pre = _batch(live), _batch(pre)
+    with torch.no_grad():
+        assert float(live.compute_loss(live.model, b_live)) == pytest.approx(
+            float(pre.compute_loss(pre.model, b_pre)), abs=1e-6
+        )
+    for tr in (live, pre):
+        tr.args.max_steps = 2
+        tr.args.learning_rate = 1e-2
+        tr.train()
+    for p, q in zip(live.model.parameters(), pre.model.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_precomputed_without_ref_model_uses_the_initial_policy(tmp_path):
+    model = _model(0)
+    tr = ListwiseTrainer(
+        model, args=_args(tmp_path, anchor="precomputed"), train_dataset=ROWS, processing_class=TOK
+    )
+    want = _independent_group(model, tr.train_dataset)
+    for r in range(len(ROWS)):
+        assert tr.train_dataset[r]["ref_logps"] == pytest.approx(
+            want[r, : len(ROWS[r]["scores"])].tolist(), abs=1e-5
+        )
+
+
+def test_rows_carrying_ref_logps_need_no_reference_model(tmp_path):
+    rows = [{**r, "ref_logps": [-5.0 - i for i in range(len(r["scores"]))]} for r in ROWS]
+    policy = _model(0)
+    tr = ListwiseTrainer(policy, args=_args(tmp_path), train_dataset=rows, processing_class=TOK)
+    assert tr.anchor is None and tr.ref_model is None
+    b = _batch(tr)
+    policy.eval()
+    with torch.no_grad():
+        loss = tr.compute_loss(policy, b)
+    lp = _independent_group(policy, tr.train_dataset)
+    want = adpo_loss(
+        lp, b["ref_logps"].double(), b["scores"].double(), tau=0.8, beta=0.5, valid=b["valid"]
+    )
+    assert float(loss) == pytest.approx(float(want.loss), abs=1e-5)
+    with pytest.warns(UserWarning, match="ignored"):
+        dyn = ListwiseTrainer(
+            _model(0),
+            args=_args(tmp_path, anchor="dynamic"),
+            train_dataset=rows,
+            processing_class=TOK,
+        )
+    assert "ref_logps" not in dyn.train_dataset.column_names
+
+
+def _params(m):
+    return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+
+@pytest.mark.parametrize("anchor", ["fixed", "self", "ema", "dynamic"])
+def test_anchor_strategies_move_as_specified(tmp_path, anchor):
+    model = _model(0)
+    init = _params(model).clone()
+    seen = []
+
+    class Spy(ListwiseTrainer):
+        def training_step(self, *a, **k):  # anchor weights as each step starts
+            seen.append(_params(self.anchor.module).clone())
+            return super().training_step(*a, **k)
+
+    tr = Spy(
+        model,
+        args=_args(
+            tmp_path,
+            anchor=anchor,
+            max_steps=4,
+            learning_rate=1e-2,
+            anchor_update_steps=2,
+            ema_decay=0.5,
+            per_device_train_batch_size=1,
+        ),
+        train_dataset=ROWS * 2,
+        processing_class=TOK,
+    )
+    policy_after = []
+
+    class Record(__import__("transformers").TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            policy_after.append(_params(tr.model).clone())
+
+    tr.add_callback(Record())
+    tr.train()
+    assert len(seen) == 4 and not torch.equal(_params(tr.model), init)
+    if anchor in ("fixed", "self"):
+        assert all(torch.equal(s, init) for s in seen)
+    elif anchor == "dynamic":  # π_ref ← πθ after steps 2 and 4 (every N = 2)
+        assert torch.equal(seen[0], init) and torch.equal(seen[1], init)
+        assert torch.equal(seen[2], policy_after[1]) and torch.equal(seen[3], policy_after[1])
+        assert torch.equal(_params(tr.anchor.module), policy_after[3])
+    else:  # EMA with decay 0.5: a_{t} = 0.5·a_{t−1} + 0.5·θ_t
+        a = init
+        for t in range(3):
+            a = 0.5 * a + 0.5 * policy_after[t]
+            assert torch.allclose(seen[t + 1], a, atol=1e-6)
+
+
+def test_bad_rows_name_the_row_or_are_counted(tmp_path):
+    bad = [
+        *ROWS,
+        {"prompt": "x", "completions": ["1", "2"], "scores": [1.0, math.nan]},
+        {"prompt": "y", "completions": ["1"], "scores": [1.0]},
+    ]
+    with pytest.raises(ValueError, match=r"row 3: 'scores'\[1\] is not finite"):
+        ListwiseTrainer(_model(), args=_args(tmp_path), train_dataset=bad, processing_class=TOK)
+    with pytest.warns(UserWarning, match="skipped 2 bad train rows"):
+        tr = ListwiseTrainer(
+            _model(),
+            args=_args(tmp_path, skip_bad_rows=True),
+            train_dataset=bad,
+            processing_class=TOK,
+        )
+    assert [i for i, _, _ in tr.skipped_rows["train"]] == [3, 4]
+    assert len(tr.train_dataset) == 3 and tr.train_dataset["row_index"] == [0, 1, 2]
+
+
+def test_config_rejects_bad_values(tmp_path):
+    for kw, needle in [
+        ({"tau": 0.0}, "tau"),
+        ({"beta": -1.0}, "beta"),
+        ({"target": "listmle"}, "target"),
+        ({"anchor": "moving"}, "anchor"),
+        ({"ema_decay": 1.0}, "ema_decay"),
+        ({"anchor_update_steps": 0}, "anchor_update_steps"),
+        ({"max_completion_length": 0}, "max_completion_length"),
+    ]:
+        with pytest.raises(ValueError, match=needle):
+            _args(tmp_path, **kw)
+    with pytest.raises(TypeError, match="ListwiseConfig"):
+        ListwiseTrainer(_model(), args=object(), train_dataset=ROWS, processing_class=TOK)
+
+
+def test_ranking_metrics_closed_forms():
+    valid = torch.tensor([[True, True, True], [True, True, False], [True, True, True]])
+    scores = torch.tensor([[0.0, 1.0, 0.5], [1.0, 1.0, 0.0], [2.0, 2.0, 2.0]])
+    pred = torch.tensor([[0.0, 3.0, 1.0], [0.0, 0.0, 9.0], [1.0, 0.0, 0.0]])
+    assert top1_accuracy(pred, scores, valid).tolist() == [1.0, 1.0, 1.0]
+    tied = torch.zeros(3, 3)  # every candidate tied: chance level |best|/K
+    assert top1_accuracy(tied, scores, valid).tolist() == pytest.approx([1 / 3, 1.0, 1.0])
+    worst = torch.tensor([[3.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    assert top1_accuracy(worst, scores, valid)[0] == 0.0
+    # NDCG: gains s − min s = [0, 1, .5]; ideal = 1 + .5/log2(3)
+    ideal = 1 + 0.5 / math.log2(3)
+    assert ndcg(pred, scores, valid)[0] == pytest.approx(1.0)
+    assert ndcg(worst, scores, valid)[0] == pytest.approx((0.5 / math.log2(3) + 1 / 2) / ideal)
+    # all tied: each position gets the mean gain 0.5
+    assert ndcg(tied, scores, valid)[0] == pytest.approx(0.5 * (1 + 1 / math.log2(3) + 0.5) / ideal)
+    assert ndcg(pred, scores, valid)[2] == 1.0  # constant scores
+    with pytest.raises(ValueError, match="shape"):
+        ndcg(pred[:, :2], scores, valid)
+
+
+@pytest.fixture(scope="module")
+def sevens():
+    """A listwise task learnable in seconds: the score is the number of 7s in the answer."""
+
+    def rows(n, seed):
+        rng = random.Random(seed)
+        out = []
+        for _ in range(n):
+            k = rng.randint(3, 5)
+            cands = list({"".join(rng.choice("0123456789") for _ in range(3)) for _ in range(k)})
+            if len(cands) < 2:
+                continue
+            out.append(
+                {
+                    "prompt": f"{rng.randrange(100)}?",
+                    "completions": cands,
+                    "scores": [c.count("7") for c in cands],
+                }
+            )
+        return out
+
+    return rows(400, 0), rows(120, 1)
+
+
+def test_short_run_raises_heldout_top1_accuracy(tmp_path, sevens):
+    train, held = sevens
+    tr = ListwiseTrainer(
+        _model(0),
+        args=_args(
+            tmp_path,
+            max_steps=60,
+            learning_rate=3e-3,
+            tau=1.0,
+            per_device_train_batch_size=16,
+            lr_scheduler_type="constant",
+            logging_steps=100,
+        ),
+        train_dataset=train,
+        eval_dataset=held,
+        processing_class=TOK,
+    )
+    ref = tr.dataset_logps(tr.eval_dataset, tr.ref_model, batch_size=64)
+    before = tr.ranking_metrics(tr.eval_dataset, ref)
+    tr.train()
+    after = tr.ranking_metrics(tr.eval_dataset, ref)
+    assert after["top1_accuracy"] > before["top1_accuracy"] + 0.2, (before, after)
+    assert after["ndcg"] > before["ndcg"] + 0.05
+    assert tr.reference_kl(tr.eval_dataset, tr.ref_model) > 0
+    assert tr.state.log_history[-1]["train_loss"] > 0
+
+
+@pytest.mark.parametrize("anchor", ["ema", "dynamic"])
+def test_moving_anchor_is_checkpointed_and_resumed(tmp_path, anchor):
+    def make(steps):
+        return ListwiseTrainer(
+            _model(0),
+            args=_args(
+                tmp_path,
+                anchor=anchor,
+                max_steps=steps,
+                learning_rate=1e-2,
+                anchor_update_steps=3,
+                ema_decay=0.5,
+                per_device_train_batch_size=1,
+                save_strategy="steps",
+                save_steps=2,
+            ),
+            train_dataset=ROWS * 2,
+            processing_class=TOK,
+        )
+
+    full = make(4)
+    full.train()
+    resumed = make(4)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+    assert (tmp_path / "out" / "checkpoint-2" / "adpo_anchor.pt").exists()
+    assert torch.allclose(_params(resumed.anchor.module), _params(full.anchor.module), atol=1e-6)
+    assert torch.allclose(_params(resumed.model), _params(full.model), atol=1e-6)
