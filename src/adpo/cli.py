@@ -11,7 +11,13 @@ import importlib
 import sys
 
 # name -> (module, function, one-line help). Add a command by adding a line.
-COMMANDS: dict[str, tuple[str, str, str]] = {}
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "verl": (
+        "adpo.integrations.verl_cli",
+        "main",
+        "train on verl (Ray) with ADPO/OPO policy losses, groups kept whole (adpo[verl])",
+    ),
+}
 
 BENCHMARKS: dict[str, tuple[str, str, str]] = {
     "saturation": (
