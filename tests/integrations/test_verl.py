@@ -614,3 +614,22 @@ def test_tiny_task_files(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(paths["model"])
     ids = tok(row["prompt"][0]["content"], return_tensors="pt").input_ids
     assert model(ids).logits.shape[-1] == len(tok)
+
+
+def test_dictconfig_actor_config_from_legacy_callers():
+    """A plain OmegaConf actor config works when its policy_loss names our class."""
+    B, G = 2, 4
+    old, new, adv, mask, _ = verl_batch(B, G, seed=11)
+    legacy = OmegaConf.create(
+        {
+            "rollout_n": G,
+            "shuffle": False,
+            "policy_loss": {"_target_": av.TARGET_PATH, "loss_mode": "adpo_pl", "tau": 0.3},
+        }
+    )
+    loss, _ = call("adpo_pl", old, new, adv, mask, legacy)
+    ref, _ = call("adpo_pl", old, new, adv, mask, actor_config(G, loss_mode="adpo_pl", tau=0.3))
+    torch.testing.assert_close(loss, ref, rtol=0, atol=0)
+    legacy.policy_loss._target_ = "verl.workers.config.PolicyLossConfig"
+    with pytest.raises(ValueError, match=r"policy_loss\._target_="):
+        call("adpo_pl", old, new, adv, mask, legacy)
