@@ -17,6 +17,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "offline listwise ADPO on K scored/ranked completions per prompt",
     ),
+    "verl": (
+        "adpo.integrations.verl_cli",
+        "main",
+        "train on verl (Ray) with ADPO/OPO policy losses, groups kept whole (adpo[verl])",
+    ),
 }
 
 BENCHMARKS: dict[str, tuple[str, str, str]] = {

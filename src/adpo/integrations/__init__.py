@@ -1,0 +1,1 @@
+"""Thin adapters to other training frameworks (each an optional extra)."""
