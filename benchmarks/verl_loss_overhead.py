@@ -54,8 +54,10 @@ def main() -> None:
                 times.append(time.perf_counter() - t0)
         rows.append((mode, float(np.median(times)) * 1e3))
     base = rows[0][1]
-    print(f"bs={bs} T={T} G={G}, median of {a.reps}, loadavg={os.getloadavg()}, "
-          f"threads={torch.get_num_threads()}")
+    print(
+        f"bs={bs} T={T} G={G}, median of {a.reps}, loadavg={os.getloadavg()}, "
+        f"threads={torch.get_num_threads()}"
+    )
     print("| loss | ms (fwd+bwd) | / vanilla |\n|---|---|---|")
     for mode, ms in rows:
         print(f"| {mode} | {ms:.2f} | {ms / base:.2f} |")
