@@ -43,6 +43,7 @@ def test_run_writes_results(tmp_path):
     )
     run(cfg)
     data = json.loads((tmp_path / "efficiency.json").read_text())
+    assert (tmp_path / "efficiency.png").stat().st_size > 0
     assert [r["method"] for r in data["losses"]] == [
         "adpo-pl",
         "adpo",

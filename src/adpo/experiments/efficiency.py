@@ -18,7 +18,7 @@ Run::
 
     adpo bench efficiency --out runs/efficiency
 
-Writes ``efficiency.json`` and ``efficiency.csv``; prints a table.
+Writes ``efficiency.json``, ``efficiency.csv`` and ``efficiency.png``; prints the tables.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import tyro
@@ -278,11 +279,45 @@ def run(cfg: EfficiencyConfig) -> dict:
     }
     write_json(out / "efficiency.json", summary)
     write_csv(out / "efficiency.csv", rows)
+    plot(summary, out / "efficiency.png")
     _print(summary)
     console.print(
-        f"[bold]efficiency[/]: wrote {out / 'efficiency.json'} and {out / 'efficiency.csv'}"
+        f"[bold]efficiency[/]: wrote efficiency.json, efficiency.csv, efficiency.png to {out}"
     )
     return summary
+
+
+def plot(summary: dict, path: Path) -> None:
+    """Three bar panels: loss-only time, actor-update time (both × GRPO), saved memory (× full)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, mem = summary["losses"], summary["logprob_memory"]
+    methods = [r["method"] for r in rows]
+    colors = [
+        "tab:red" if m.startswith("adpo") else "tab:green" if m == "opo" else "tab:blue"
+        for m in methods
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, key, title in (
+        (axes[0], "loss_vs_grpo", "loss fwd+bwd on [B, G, T]"),
+        (axes[1], "update_vs_grpo", "actor update (model + loss)"),
+    ):
+        ax.bar(methods, [r[key] for r in rows], color=colors)
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set(ylabel="time × GRPO (lower is faster)", title=title)
+        ax.tick_params(axis="x", rotation=30)
+    names = list(mem)
+    axes[2].bar(names, [mem[k]["saved_vs_full"] for k in names], color="tab:gray")
+    axes[2].set(yscale="log", ylabel="saved for backward × full", title="target-token log-probs")
+    axes[2].tick_params(axis="x", rotation=15)
+    for ax in axes:
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _print(summary: dict) -> None:
