@@ -182,19 +182,20 @@ class AnchoredGroupConfig(GRPOConfig):
     )
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         name = type(self).__name__
+        # before GRPOConfig's own checks, whose message would not say why
+        if self.num_generations and self.per_device_train_batch_size % self.num_generations != 0:
+            raise ValueError(
+                f"{name}: `per_device_train_batch_size` ({self.per_device_train_batch_size}) must be "
+                f"a multiple of `num_generations` ({self.num_generations}): the listwise loss needs "
+                "all completions of a prompt in one micro-batch (whole groups)"
+            )
+        super().__post_init__()
         if self.anchor not in _ANCHORS:
             raise ValueError(f"{name}: `anchor` must be one of {_ANCHORS}, got {self.anchor!r}")
         if not 0.0 <= self.anchor_ema_decay < 1.0:
             raise ValueError(
                 f"{name}: `anchor_ema_decay` must lie in [0, 1), got {self.anchor_ema_decay!r}"
-            )
-        if self.per_device_train_batch_size % self.num_generations != 0:
-            raise ValueError(
-                f"{name}: `per_device_train_batch_size` ({self.per_device_train_batch_size}) must be "
-                f"a multiple of `num_generations` ({self.num_generations}): the listwise loss needs "
-                "all completions of a prompt in one micro-batch (whole groups)"
             )
         if self.do_eval and self.eval_strategy != "no":
             g_eval = self.num_generations_eval or self.num_generations

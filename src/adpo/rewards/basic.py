@@ -52,7 +52,7 @@ def normalize_answer(text: str) -> str:
     thousands separators in plain numbers (``1,000`` → ``1000``); collapses inner
     whitespace; lower-cases.
     """
-    s = text.strip()
+    s = text.strip().rstrip(".").strip()
     while len(s) >= 2 and s[0] == "$" and s[-1] == "$":
         s = s[1:-1].strip()
     m = re.fullmatch(r"\\text\{(.*)\}", s)
