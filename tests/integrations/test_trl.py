@@ -28,7 +28,9 @@ from ._tiny_setup import base_args, tiny_setup
 
 
 def test_config_requires_whole_groups_per_micro_batch(tmp_path):
-    with pytest.raises(ValueError, match=r"per_device_train_batch_size.*multiple of `num_generations`"):
+    with pytest.raises(
+        ValueError, match=r"per_device_train_batch_size.*multiple of `num_generations`"
+    ):
         ADPOConfig(**base_args(str(tmp_path), per_device_train_batch_size=6, num_generations=4))
     with pytest.raises(ValueError, match="per_device_train_batch_size"):
         OPOConfig(**base_args(str(tmp_path), per_device_train_batch_size=8, num_generations=6))
@@ -125,7 +127,10 @@ class _Recording:
 
     def _compute_loss(self, model, inputs):
         self.micro_batches.append(
-            {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+            {
+                k: (v.detach().clone() if isinstance(v, torch.Tensor) else v)
+                for k, v in inputs.items()
+            }
         )
         return super()._compute_loss(model, inputs)
 
@@ -142,7 +147,13 @@ def test_micro_batches_hold_whole_groups_on_one_process(tmp_path):
     tok, model, ds = tiny_setup()
     # 3 micro-batches of 2 groups from each round of 6 groups, 2 rounds
     args = ADPOConfig(**base_args(str(tmp_path), steps_per_generation=3, max_steps=6))
-    tr = RecADPO(model=model, reward_funcs=arithmetic_reward, args=args, train_dataset=ds, processing_class=tok)
+    tr = RecADPO(
+        model=model,
+        reward_funcs=arithmetic_reward,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+    )
     tr.train()
     assert len(tr.micro_batches) == 6
     for mb in tr.micro_batches:
@@ -150,7 +161,8 @@ def test_micro_batches_hold_whole_groups_on_one_process(tmp_path):
         gid = mb["group_index"].view(2, 4)
         assert (gid == gid[:, :1]).all()
     per_round = [
-        torch.cat([mb["group_index"][::4] for mb in tr.micro_batches[r * 3 : r * 3 + 3]]) for r in range(2)
+        torch.cat([mb["group_index"][::4] for mb in tr.micro_batches[r * 3 : r * 3 + 3]])
+        for r in range(2)
     ]
     for r, ids in enumerate(per_round):  # every group of a round used exactly once
         assert sorted(ids.tolist()) == list(range(r * 6, r * 6 + 6))
@@ -218,7 +230,13 @@ def _grads(model) -> torch.Tensor:
 def test_adpo_trainer_loss_equals_adpo_loss_by_hand(tmp_path, target):
     tok, model, ds = tiny_setup()
     args = ADPOConfig(**base_args(str(tmp_path), target=target, tau=0.7, target_beta=0.3))
-    tr = ADPOTrainer(model=model, reward_funcs=arithmetic_reward, args=args, train_dataset=ds, processing_class=tok)
+    tr = ADPOTrainer(
+        model=model,
+        reward_funcs=arithmetic_reward,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+    )
     tr.current_gradient_accumulation_steps = 1
     inputs = _fixed_batch(tok)
     mask = inputs["completion_mask"].bool()
@@ -252,9 +270,17 @@ def test_adpo_trainer_loss_equals_adpo_loss_by_hand(tmp_path, target):
 def test_opo_trainer_loss_equals_opo_loss_by_hand(tmp_path):
     tok, model, ds = tiny_setup()
     args = OPOConfig(
-        **base_args(str(tmp_path), num_generations=4, per_device_train_batch_size=8, alpha=0.3, mu=2.0)
+        **base_args(
+            str(tmp_path), num_generations=4, per_device_train_batch_size=8, alpha=0.3, mu=2.0
+        )
     )
-    tr = OPOTrainer(model=model, reward_funcs=arithmetic_reward, args=args, train_dataset=ds, processing_class=tok)
+    tr = OPOTrainer(
+        model=model,
+        reward_funcs=arithmetic_reward,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+    )
     tr.current_gradient_accumulation_steps = 2  # the trainer scales for accumulation
     inputs = _fixed_batch(tok)
     mask = inputs["completion_mask"].bool()
@@ -277,7 +303,13 @@ def test_opo_trainer_loss_equals_opo_loss_by_hand(tmp_path):
 def test_unscored_completions_leave_their_group(tmp_path):
     tok, model, ds = tiny_setup()
     args = ADPOConfig(**base_args(str(tmp_path), target="softmax"))
-    tr = ADPOTrainer(model=model, reward_funcs=arithmetic_reward, args=args, train_dataset=ds, processing_class=tok)
+    tr = ADPOTrainer(
+        model=model,
+        reward_funcs=arithmetic_reward,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+    )
     tr.current_gradient_accumulation_steps = 1
     inputs = _fixed_batch(tok)
     # group 0 loses one completion, group 1 loses all four (no reward at all)
@@ -317,7 +349,9 @@ class _RoundWeights:
         return super()._generate_and_score_completions(inputs)
 
     def _compute_loss(self, model, inputs):
-        rec = {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+        rec = {
+            k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()
+        }
         rec["round"] = self._round - 1
         rec["weights"] = copy.deepcopy(self.model.state_dict())
         self.micro_batches.append(rec)
@@ -344,9 +378,18 @@ def _masked_close(a, b, mask, atol=2e-5) -> bool:
 def _run_anchor(tmp_path, anchor: str, **kw):
     tok, model, ds = tiny_setup()
     args = ADPOConfig(
-        **base_args(str(tmp_path), steps_per_generation=2, max_steps=4, anchor=anchor, learning_rate=3e-2, **kw)
+        **base_args(
+            str(tmp_path),
+            steps_per_generation=2,
+            max_steps=4,
+            anchor=anchor,
+            learning_rate=3e-2,
+            **kw,
+        )
     )
-    tr = AnchorADPO(model=model, reward_funcs=_graded, args=args, train_dataset=ds, processing_class=tok)
+    tr = AnchorADPO(
+        model=model, reward_funcs=_graded, args=args, train_dataset=ds, processing_class=tok
+    )
     init = copy.deepcopy(model.state_dict())
     tr.train()
     return tok, tr, init
@@ -382,14 +425,19 @@ def test_fixed_anchor_is_the_initial_policy(tmp_path):
         mb["init_per_token_logps"], expected, mb["completion_mask"]
     )
     last = tr.micro_batches[-1]
-    assert not _masked_close(_logps_under(last["weights"], tok, last), expected, last["completion_mask"], atol=1e-3)
+    assert not _masked_close(
+        _logps_under(last["weights"], tok, last), expected, last["completion_mask"], atol=1e-3
+    )
 
 
 def test_ema_anchor_folds_the_policy_in_once_per_round(tmp_path):
     tok, tr, init = _run_anchor(tmp_path, "ema", anchor_ema_decay=0.5)
     ema = {k: v.clone() for k, v in init.items()}
     for r, start in enumerate(tr.round_start):
-        ema = {k: (0.5 * ema[k] + 0.5 * start[k]) if start[k].is_floating_point() else start[k] for k in ema}
+        ema = {
+            k: (0.5 * ema[k] + 0.5 * start[k]) if start[k].is_floating_point() else start[k]
+            for k in ema
+        }
         for mb in tr.micro_batches:
             if mb["round"] == r:
                 expected = _logps_under(ema, tok, mb)
@@ -400,10 +448,17 @@ def test_guarded_temperature_is_logged_and_bounded(tmp_path):
     tok, model, ds = tiny_setup()
     args = ADPOConfig(
         **base_args(
-            str(tmp_path), steps_per_generation=2, max_steps=4, tau_schedule="guarded", tau_min=0.3, tau_max=1.2
+            str(tmp_path),
+            steps_per_generation=2,
+            max_steps=4,
+            tau_schedule="guarded",
+            tau_min=0.3,
+            tau_max=1.2,
         )
     )
-    tr = ADPOTrainer(model=model, reward_funcs=_graded, args=args, train_dataset=ds, processing_class=tok)
+    tr = ADPOTrainer(
+        model=model, reward_funcs=_graded, args=args, train_dataset=ds, processing_class=tok
+    )
     tr.train()
     taus = [h["tau"] for h in tr.state.log_history if "tau" in h]
     assert len(taus) == 4 and taus[0] == pytest.approx(1.2)  # starts at τ_max (conservative)
@@ -424,11 +479,22 @@ def test_resume_continues_exactly_from_mid_round_and_round_boundary(tmp_path, cl
     def make(out):
         tok, model, ds = tiny_setup()
         kw = base_args(
-            str(out), steps_per_generation=2, max_steps=4, save_strategy="steps", save_steps=1, learning_rate=3e-2
+            str(out),
+            steps_per_generation=2,
+            max_steps=4,
+            save_strategy="steps",
+            save_steps=1,
+            learning_rate=3e-2,
         )
         if cls == "opo":
             kw.update(num_generations=4, per_device_train_batch_size=8)
-        return Tr(model=model, reward_funcs=_graded, args=Cfg(**kw), train_dataset=ds, processing_class=tok)
+        return Tr(
+            model=model,
+            reward_funcs=_graded,
+            args=Cfg(**kw),
+            train_dataset=ds,
+            processing_class=tok,
+        )
 
     full = make(tmp_path / "full")
     full.train()
@@ -463,7 +529,9 @@ def test_failing_rewards_are_counted_and_training_goes_on(tmp_path):
     tok, model, ds = tiny_setup()
     _fragile.bad_prompt = ds[0]["prompt"]
     args = ADPOConfig(**base_args(str(tmp_path), max_steps=3, shuffle_dataset=False))
-    tr = ADPOTrainer(model=model, reward_funcs=_fragile, args=args, train_dataset=ds, processing_class=tok)
+    tr = ADPOTrainer(
+        model=model, reward_funcs=_fragile, args=args, train_dataset=ds, processing_class=tok
+    )
     tr.train()
     logs = [h for h in tr.state.log_history if "rewards/_fragile/failures" in h]
     assert sum(h["rewards/_fragile/failures"] for h in logs) >= 4  # the whole bad group at least

@@ -57,7 +57,9 @@ def test_exact_match_normalises_and_prefers_boxed():
 
 
 def test_arithmetic_reward_reads_the_leading_integer():
-    assert arithmetic_reward(["46", "46 because", "-3", "4 6", ""], ["46", "46", "-3", "46", "0"]) == [
+    assert arithmetic_reward(
+        ["46", "46 because", "-3", "4 6", ""], ["46", "46", "-3", "46", "0"]
+    ) == [
         1.0,
         1.0,
         1.0,
@@ -75,7 +77,10 @@ def test_format_reward_default_and_pattern():
 
 
 def test_completion_text_rejects_other_types():
-    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "hi"}]}]) == "hi"
+    assert (
+        completion_text([{"role": "assistant", "content": [{"type": "text", "text": "hi"}]}])
+        == "hi"
+    )
     with pytest.raises(TypeError, match="string or a list of messages"):
         completion_text(3)
 

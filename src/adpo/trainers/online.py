@@ -230,7 +230,7 @@ def supervised_warm_start(
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
-        losses.append(float(out.loss))
+        losses.append(out.loss.item())
         if on_step is not None:
             on_step(step, losses[-1])
     return losses
