@@ -126,76 +126,97 @@ def _split(cfg: DemoConfig) -> tuple[list[dict], list[dict], list[dict]]:
     return pool[: cfg.warmup_examples], pool[cfg.warmup_examples : need], test
 
 
-def run(cfg: DemoConfig, *, extra_callbacks: list | None = None) -> dict[str, Any]:
-    """Warm start, measure, RL, measure. Returns the summary (also written to ``cfg.out``)."""
+@dataclass
+class WarmStart:
+    """The warm-started reference policy and the data split it came with."""
+
+    model: Any
+    tokenizer: Any
+    rl_rows: list[dict]
+    test_rows: list[dict]
+    accuracy: float
+    time_s: float
+    losses: list[float]
+
+
+def _setup() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    import torch
-    from datasets import Dataset
-    from transformers import PrinterCallback, TrainerCallback
     from transformers.utils import logging as hf_logging
 
-    from adpo.rewards import arithmetic_reward
-    from adpo.tiny import ArithmeticTask, char_tokenizer, tiny_qwen3
-    from adpo.trainers.online import (
-        RichProgress,
-        greedy_accuracy,
-        loss_config,
-        make_trainer,
-        supervised_warm_start,
-        timer,
-    )
-
     hf_logging.set_verbosity_error()
+
+
+def held_out_accuracy(cfg: DemoConfig, model: Any, tok: Any, rows: list[dict]) -> float:
+    """Greedy exact-match accuracy on ``rows`` (answers of ``digits+1`` digits and an EOS)."""
+    from adpo.tiny import ArithmeticTask
+    from adpo.trainers.online import greedy_accuracy
+
+    return greedy_accuracy(model, tok, rows, ArithmeticTask.reward, max_new_tokens=cfg.digits + 2)
+
+
+def warm_start(cfg: DemoConfig) -> WarmStart:
+    """Build the tiny model and fine-tune it briefly on solved problems (the reference policy)."""
+    _setup()
+    import torch
+
+    from adpo.tiny import char_tokenizer, tiny_qwen3
+    from adpo.trainers.online import supervised_warm_start, timer
+
     torch.manual_seed(cfg.seed)
-    out = prepare_out(cfg.out) if cfg.out else None
     warm_rows, rl_rows, test_rows = _split(cfg)
     tok = char_tokenizer()
     model = tiny_qwen3(
         len(tok), hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, seed=cfg.seed
     )
-    answer_len = cfg.digits + 1  # a+b has at most digits+1 digits
-    max_new = answer_len + 1  # … and an EOS
-
-    def accuracy() -> float:
-        return greedy_accuracy(model, tok, test_rows, ArithmeticTask.reward, max_new_tokens=max_new)
-
-    # 1. supervised warm start → reference policy
     elapsed = timer()
+    kw = dict(steps=cfg.warmup_steps, lr=cfg.warmup_lr, seed=cfg.seed)
     if cfg.progress and cfg.warmup_steps:
         from rich.progress import Progress
 
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("warm start (SFT)", total=cfg.warmup_steps)
-            warm_losses = supervised_warm_start(
-                model,
-                tok,
-                warm_rows,
-                steps=cfg.warmup_steps,
-                lr=cfg.warmup_lr,
-                seed=cfg.seed,
-                on_step=lambda s, _l: bar.update(task, completed=s + 1),
+            losses = supervised_warm_start(
+                model, tok, warm_rows, on_step=lambda s, _l: bar.update(task, completed=s + 1), **kw
             )
     else:
-        warm_losses = supervised_warm_start(
-            model, tok, warm_rows, steps=cfg.warmup_steps, lr=cfg.warmup_lr, seed=cfg.seed
-        )
-    warm_time = elapsed()
-    acc_before = accuracy()
+        losses = supervised_warm_start(model, tok, warm_rows, **kw)
+    t = elapsed()
+    acc = held_out_accuracy(cfg, model, tok, test_rows)
     console.print(
-        f"warm start: {cfg.warmup_steps} SFT steps in {warm_time:.0f} s, held-out greedy "
-        f"accuracy {acc_before:.3f}"
+        f"warm start: {cfg.warmup_steps} SFT steps on {len(warm_rows)} solved problems in {t:.0f} s; "
+        f"held-out greedy accuracy {acc:.3f}"
     )
+    return WarmStart(model, tok, rl_rows, test_rows, acc, t, losses)
 
-    # 2. online RL
+
+def reinforce(
+    cfg: DemoConfig, warm: WarmStart, *, extra_callbacks: list | None = None
+) -> dict[str, Any]:
+    """Online RL from ``warm.model`` (trained in place) with ``cfg.loss``.
+
+    Returns:
+        ``{"accuracy_after", "train_time_s", "accuracy_curve", "per_step"}``: the held-out
+        curve every ``cfg.eval_every`` steps and the trainer's per-step logs.
+    """
+    _setup()
+    import torch
+    from datasets import Dataset
+    from transformers import PrinterCallback, TrainerCallback
+
+    from adpo.rewards import arithmetic_reward
+    from adpo.trainers.online import RichProgress, loss_config, make_trainer, timer
+
+    torch.manual_seed(cfg.seed)
+    model, tok = warm.model, warm.tokenizer
     G = cfg.num_generations
     args = loss_config(
         cfg.loss,
-        output_dir=str(out / "trainer") if out else "/tmp/adpo-demo",
+        output_dir=str(Path(cfg.out) / "trainer") if cfg.out else "/tmp/adpo-demo",
         num_generations=G,
         per_device_train_batch_size=cfg.prompts_per_step * G,
         steps_per_generation=cfg.steps_per_generation,
-        max_completion_length=max_new,
+        max_completion_length=cfg.digits + 2,  # the longest answer and an EOS
         temperature=cfg.temperature,
         learning_rate=cfg.lr,
         lr_scheduler_type="constant",
@@ -211,13 +232,13 @@ def run(cfg: DemoConfig, *, extra_callbacks: list | None = None) -> dict[str, An
         max_grad_norm=1.0,
         gradient_checkpointing=False,
     )
-    curve_eval: list[tuple[int, float]] = [(0, acc_before)]
+    curve: list[tuple[int, float]] = [(0, warm.accuracy)]
 
     class _Eval(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             step = state.global_step
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-                curve_eval.append((step, accuracy()))
+                curve.append((step, held_out_accuracy(cfg, model, tok, warm.test_rows)))
 
     callbacks: list = [_Eval(), *(extra_callbacks or [])]
     if cfg.progress:
@@ -227,7 +248,7 @@ def run(cfg: DemoConfig, *, extra_callbacks: list | None = None) -> dict[str, An
         model,
         arithmetic_reward,
         args,
-        Dataset.from_list(rl_rows),
+        Dataset.from_list(warm.rl_rows),
         tok,
         callbacks=callbacks,
     )
@@ -235,51 +256,53 @@ def run(cfg: DemoConfig, *, extra_callbacks: list | None = None) -> dict[str, An
     elapsed = timer()
     trainer.train()
     train_time = elapsed()
-    acc_after = accuracy()
-    curve_eval.append((cfg.steps, acc_after))
+    acc_after = held_out_accuracy(cfg, model, tok, warm.test_rows)
+    curve.append((cfg.steps, acc_after))
 
-    logs = [h for h in trainer.state.log_history if "step" in h]
     by_step: dict[int, dict] = {}
-    for h in logs:
-        by_step.setdefault(int(h["step"]), {}).update(h)
+    for h in trainer.state.log_history:
+        if "step" in h and "train_runtime" not in h:
+            by_step.setdefault(int(h["step"]), {}).update(h)
+    keys = sorted({k for h in by_step.values() for k in h if isinstance(h[k], (int, float))})
+    per_step = {
+        k: [float(by_step[s][k]) if k in by_step[s] else math.nan for s in sorted(by_step)]
+        for k in keys
+    }
+    return {
+        "accuracy_after": acc_after,
+        "train_time_s": train_time,
+        "accuracy_curve": [{"step": s, "accuracy": a} for s, a in curve],
+        "per_step": per_step,
+    }
 
-    def series(key: str) -> list[float]:
-        return [float(by_step[s][key]) if key in by_step[s] else math.nan for s in sorted(by_step)]
 
-    rewards = [v for v in series("reward") if not math.isnan(v)]
+def run(cfg: DemoConfig) -> dict[str, Any]:
+    """Warm start, measure, RL, measure. Returns the summary (also written to ``cfg.out``)."""
+    import torch
+
+    out = prepare_out(cfg.out) if cfg.out else None
+    warm = warm_start(cfg)
+    rl = reinforce(cfg, warm)
+    rewards = [v for v in rl["per_step"].get("reward", []) if not math.isnan(v)]
     summary = {
         "loss": cfg.loss,
-        "accuracy_before": acc_before,
-        "accuracy_after": acc_after,
+        "accuracy_before": warm.accuracy,
+        "accuracy_after": rl["accuracy_after"],
         "reward_curve": rewards,
         "steps": cfg.steps,
-        "train_time_s": train_time,
-        "warm_start_time_s": warm_time,
-        "warm_start_final_loss": warm_losses[-1] if warm_losses else None,
-        "accuracy_curve": [{"step": s, "accuracy": a} for s, a in curve_eval],
-        "per_step": {
-            k: series(k)
-            for k in (
-                "reward",
-                "accuracy",
-                "entropy",
-                "completions/mean_length",
-                "grad_norm",
-                "step_time",
-                "anchored_entropy",
-                "tau",
-                "kl_to_init",
-                "frac_reward_zero_std",
-            )
-        },
+        "train_time_s": rl["train_time_s"],
+        "warm_start_time_s": warm.time_s,
+        "warm_start_final_loss": warm.losses[-1] if warm.losses else None,
+        "accuracy_curve": rl["accuracy_curve"],
+        "per_step": rl["per_step"],
         "config": asdict(cfg),
         "command": command_line(),
         "environment": environment(),
         "load_average": os.getloadavg(),
     }
     console.print(
-        f"RL ({cfg.loss}): {cfg.steps} steps in {train_time:.0f} s; held-out greedy accuracy "
-        f"{acc_before:.3f} → {acc_after:.3f} (load average {os.getloadavg()[0]:.1f}, "
+        f"RL ({cfg.loss}): {cfg.steps} steps in {rl['train_time_s']:.0f} s; held-out greedy accuracy "
+        f"{warm.accuracy:.3f} → {rl['accuracy_after']:.3f} (load average {os.getloadavg()[0]:.1f}, "
         f"{torch.get_num_threads()} threads)"
     )
     if out is not None:
