@@ -55,6 +55,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "main",
         "loss and actor-update time per method, log-prob memory (ADPO paper app. F)",
     ),
+    "reasoning": (
+        "adpo.experiments.reasoning",
+        "main",
+        "online RL on the demo task: adpo-pl, adpo, opo, grpo, gspo, dapo × seeds",
+    ),
 }
 
 

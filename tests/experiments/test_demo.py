@@ -14,7 +14,12 @@ def test_demo_short_run_writes_summary_and_plot(tmp_path):
             "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     s = json.loads((out / "summary.json").read_text())
-    assert {"loss", "accuracy_before", "accuracy_after", "reward_curve", "steps", "train_time_s"} <= set(s)
+    keys = {"loss", "accuracy_before", "accuracy_after", "reward_curve", "steps", "train_time_s"}
+    assert set(s) == keys  # exactly the documented keys; the rest goes to details.json
+    d = json.loads((out / "details.json").read_text())
+    assert d["accuracy_curve"][0] == {"step": 0, "accuracy": s["accuracy_before"]}
+    assert d["accuracy_curve"][-1] == {"step": 2, "accuracy": s["accuracy_after"]}
+    assert d["threads"] >= 1 and len(d["load_average"]) == 3
     assert s["loss"] == "adpo-pl" and s["steps"] == 2
     assert 0.0 <= s["accuracy_before"] <= 1.0 and 0.0 <= s["accuracy_after"] <= 1.0
     assert len(s["reward_curve"]) == 1  # 2 optimizer steps = 1 generation round

@@ -23,6 +23,7 @@ Outputs: ``runs.csv`` (one row per objective × seed), ``curves.csv`` (per step)
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -56,7 +57,9 @@ class ReasoningConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     """seeds (model init, data, sampling); ≥ 3 for mean ± std"""
     task: DemoConfig = field(
-        default_factory=lambda: DemoConfig(steps=150, eval_every=25, n_test=300, progress=False, plot=False)
+        default_factory=lambda: DemoConfig(
+            steps=600, eval_every=100, n_test=300, progress=False, plot=False
+        )
     )
     """the demo settings shared by every run (its `loss`, `seed` and `out` are set per run)"""
     late_fraction: float = 0.25
@@ -68,7 +71,9 @@ class ReasoningConfig:
         if len(self.seeds) < 1 or not self.losses:
             raise ValueError("ReasoningConfig: need at least one seed and one loss")
         if not 0 < self.late_fraction <= 1:
-            raise ValueError(f"ReasoningConfig: `late_fraction` must lie in (0, 1], got {self.late_fraction}")
+            raise ValueError(
+                f"ReasoningConfig: `late_fraction` must lie in (0, 1], got {self.late_fraction}"
+            )
 
 
 def _nanmean(xs: list[float]) -> float:
@@ -76,10 +81,17 @@ def _nanmean(xs: list[float]) -> float:
     return sum(v) / len(v) if v else math.nan
 
 
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(b) else math.nan
+
+
 def _mean_std(xs: list[float]) -> tuple[float, float]:
     import numpy as np
 
     a = np.asarray(xs, dtype=float)
+    a = a[~np.isnan(a)]
+    if not len(a):
+        return math.nan, math.nan
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
@@ -105,17 +117,18 @@ def run(cfg: ReasoningConfig) -> dict[str, Any]:
         for seed in cfg.seeds:
             base = replace(cfg.task, seed=seed, out=None, progress=False, plot=False)
             warm = warm_start(base)
-            warm_state = {k: v.detach().clone() for k, v in warm.model.state_dict().items()}
+            # a fresh copy per objective: every run starts from the same weights, and no
+            # trainer sees a model another trainer has patched (TRL patches `forward`)
+            pristine = copy.deepcopy(warm.model)
             for loss in cfg.losses:
                 bar.update(job, description=f"seed {seed}: {loss}")
-                warm.model.load_state_dict(warm_state)
                 run_cfg = replace(base, loss=loss)
                 load_before = os.getloadavg()[0]
-                res = reinforce(run_cfg, warm)
+                res = reinforce(run_cfg, replace(warm, model=copy.deepcopy(pristine)))
                 load_after = os.getloadavg()[0]
                 ps = res["per_step"]
                 n = len(ps.get("loss", []))
-                late = max(int(round(n * cfg.late_fraction)), 1)
+                late = max(round(n * cfg.late_fraction), 1)
                 gn = ps.get("grad_norm", [math.nan] * n)
                 acc_curve = res["accuracy_curve"]
                 rewards = [r for r in ps.get("reward", []) if not math.isnan(r)]
@@ -134,6 +147,10 @@ def run(cfg: ReasoningConfig) -> dict[str, Any]:
                         "completion_length_mean": _nanmean(ps.get("completions/mean_length", [])),
                         "grad_norm_early": _nanmean(gn[:late]),
                         "grad_norm_late": _nanmean(gn[-late:]),
+                        # scale-free: how much of its early gradient each objective keeps
+                        "grad_norm_late_over_early": _ratio(
+                            _nanmean(gn[-late:]), _nanmean(gn[:late])
+                        ),
                         "step_time_s": res["train_time_s"] / max(n, 1),
                         "train_time_s": res["train_time_s"],
                         "load_average": 0.5 * (load_before + load_after),
@@ -148,14 +165,30 @@ def run(cfg: ReasoningConfig) -> dict[str, Any]:
                             "step": i + 1,
                             **{
                                 key: ps[key][i]
-                                for key in ("reward", "entropy", "grad_norm", "completions/mean_length", "step_time")
+                                for key in (
+                                    "reward",
+                                    "entropy",
+                                    "grad_norm",
+                                    "completions/mean_length",
+                                    "step_time",
+                                )
                                 if key in ps
                             },
                         }
                     )
                 for p in acc_curve:
-                    curves.append({"loss": loss, "seed": seed, "step": p["step"], "heldout_accuracy": p["accuracy"]})
+                    curves.append(
+                        {
+                            "loss": loss,
+                            "seed": seed,
+                            "step": p["step"],
+                            "heldout_accuracy": p["accuracy"],
+                        }
+                    )
                 bar.advance(job)
+                # written after every run, so an interrupted bench keeps what it measured
+                write_csv(out / "runs.csv", rows)
+                write_csv(out / "curves.csv", _fill(curves))
                 console.print(
                     f"seed {seed} {loss:8s} accuracy {warm.accuracy:.3f} → {res['accuracy_after']:.3f} "
                     f"(peak {rows[-1]['accuracy_peak']:.3f}), {rows[-1]['step_time_s']:.2f} s/step, "
@@ -167,8 +200,12 @@ def run(cfg: ReasoningConfig) -> dict[str, Any]:
     write_json(out / "summary.json", summary)
     if cfg.plot:
         _plots(cfg, curves, out)
+    (out / "table.md").write_text(markdown_table(summary))
     _print_table(summary)
-    console.print(f"wrote {out}/runs.csv, curves.csv, summary.json" + (" and plots" if cfg.plot else ""))
+    console.print(
+        f"wrote {out}/runs.csv, curves.csv, summary.json, table.md"
+        + (" and plots" if cfg.plot else "")
+    )
     return summary
 
 
@@ -188,6 +225,7 @@ METRICS = (
     "completion_length_mean",
     "grad_norm_early",
     "grad_norm_late",
+    "grad_norm_late_over_early",
     "step_time_s",
 )
 
@@ -197,7 +235,8 @@ def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) ->
     for loss in cfg.losses:
         mine = [r for r in rows if r["loss"] == loss]
         per_loss[loss] = {
-            m: dict(zip(("mean", "std"), _mean_std([r[m] for r in mine]), strict=True)) for m in METRICS
+            m: dict(zip(("mean", "std"), _mean_std([r[m] for r in mine]), strict=True))
+            for m in METRICS
         }
         per_loss[loss]["n_seeds"] = len(mine)
 
@@ -207,21 +246,31 @@ def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) ->
         x, y = per_loss[a][metric]["mean"], per_loss[b][metric]["mean"]
         return (x - y) / y if y else None
 
+    def ratio(a: str, b: str, metric: str) -> float | None:
+        if a not in per_loss or b not in per_loss:
+            return None
+        return _ratio(per_loss[a][metric]["mean"], per_loss[b][metric]["mean"])
+
     claims = {
         # ADPO paper: +30.9 % peak reward over GRPO (Qwen3-1.7B, MATH)
         "adpo_pl_vs_grpo_peak_reward_rel": rel("adpo-pl", "grpo", "reward_peak"),
         "adpo_vs_grpo_peak_reward_rel": rel("adpo", "grpo", "reward_peak"),
         "adpo_pl_vs_grpo_final_accuracy_rel": rel("adpo-pl", "grpo", "accuracy_final"),
-        # OPO paper: OPO keeps larger gradients late in training
-        "opo_vs_grpo_late_grad_norm_ratio": None
-        if "opo" not in per_loss or "grpo" not in per_loss
-        else per_loss["opo"]["grad_norm_late"]["mean"] / per_loss["grpo"]["grad_norm_late"]["mean"],
+        # OPO paper: OPO keeps larger gradients late in training (raw, and late ÷ early)
+        "opo_vs_grpo_late_grad_norm_ratio": ratio("opo", "grpo", "grad_norm_late"),
+        "opo_vs_grpo_late_over_early_grad_norm_ratio": ratio(
+            "opo", "grpo", "grad_norm_late_over_early"
+        ),
     }
     return {
         "per_loss": per_loss,
         "claims": claims,
         "accuracy_before": dict(
-            zip(("mean", "std"), _mean_std([r["accuracy_before"] for r in rows if r["loss"] == cfg.losses[0]]), strict=True)
+            zip(
+                ("mean", "std"),
+                _mean_std([r["accuracy_before"] for r in rows if r["loss"] == cfg.losses[0]]),
+                strict=True,
+            )
         ),
         "config": asdict(cfg),
         "command": command_line(),
@@ -231,27 +280,42 @@ def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) ->
     }
 
 
+_COLUMNS = (  # (header, metric, decimals) of the printed and the markdown table
+    ("final acc", "accuracy_final", 3),
+    ("peak acc", "accuracy_peak", 3),
+    ("peak reward", "reward_peak", 3),
+    ("final reward", "reward_final", 3),
+    ("entropy", "entropy_final", 3),
+    ("length", "completion_length_mean", 2),
+    ("grad early", "grad_norm_early", 2),
+    ("grad late", "grad_norm_late", 2),
+    ("late/early", "grad_norm_late_over_early", 2),
+    ("s/step", "step_time_s", 3),
+)
+
+
+def _cells(m: dict[str, Any]) -> list[str]:
+    return [f"{m[k]['mean']:.{d}f} ± {m[k]['std']:.{d}f}" for _, k, d in _COLUMNS]
+
+
 def _print_table(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     t = Table(title="reasoning bench (mean ± std over seeds)")
-    for col in ("loss", "final acc", "peak acc", "peak reward", "entropy", "grad late", "s/step"):
+    for col in ("loss", *(h for h, _, _ in _COLUMNS)):
         t.add_column(col)
     for loss, m in summary["per_loss"].items():
-
-        def f(k: str, d: int = 3) -> str:
-            return f"{m[k]['mean']:.{d}f} ± {m[k]['std']:.{d}f}"
-
-        t.add_row(
-            loss,
-            f("accuracy_final"),
-            f("accuracy_peak"),
-            f("reward_peak"),
-            f("entropy_final"),
-            f("grad_norm_late", 2),
-            f("step_time_s", 2),
-        )
+        t.add_row(loss, *_cells(m))
     console.print(t)
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """The per-objective table (mean ± std over seeds) as GitHub markdown."""
+    head = ["objective", *(h for h, _, _ in _COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for loss, m in summary["per_loss"].items():
+        lines.append("| " + " | ".join([f"`{loss}`", *_cells(m)]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _plots(cfg: ReasoningConfig, curves: list[dict[str, Any]], out: Path) -> None:
@@ -269,7 +333,10 @@ def _plots(cfg: ReasoningConfig, curves: list[dict[str, Any]], out: Path) -> Non
                 pts = sorted(
                     (r["step"], r[key])
                     for r in curves
-                    if r["loss"] == loss and r["seed"] == seed and key in r and not math.isnan(r[key])
+                    if r["loss"] == loss
+                    and r["seed"] == seed
+                    and key in r
+                    and not math.isnan(r[key])
                 )
                 if pts:
                     per_seed.append(pts)
@@ -300,7 +367,12 @@ def _plots(cfg: ReasoningConfig, curves: list[dict[str, Any]], out: Path) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = tyro.cli(ReasoningConfig, args=argv, prog="adpo bench reasoning", description=__doc__.split("\n\n")[0])
+    cfg = tyro.cli(
+        ReasoningConfig,
+        args=argv,
+        prog="adpo bench reasoning",
+        description=__doc__.split("\n\n")[0],
+    )
     run(cfg)
     return 0
 
