@@ -36,5 +36,16 @@ def test_demo_split_is_disjoint_and_config_is_checked():
     assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])
     with pytest.raises(ValueError, match="steps"):
         DemoConfig(steps=0)
+    with pytest.raises(ValueError, match="threads"):
+        DemoConfig(threads=-1)
     with pytest.raises(ValueError, match="distinct"):
         _split(DemoConfig(digits=1, n_train=300, n_test=10))
+
+
+@pytest.mark.slow
+def test_demo_rl_raises_heldout_accuracy_over_the_warm_start(tmp_path):
+    """A shortened default (the full warm start, a third of the RL steps) must already help."""
+    from adpo.experiments.demo import DemoConfig, run
+
+    s = run(DemoConfig(steps=400, eval_every=0, n_test=300, progress=False, plot=False))
+    assert s["accuracy_after"] >= s["accuracy_before"] + 0.03, s["accuracy_curve"]

@@ -80,6 +80,10 @@ class DemoConfig:
     """held-out test prompts (greedy accuracy)"""
     eval_every: int = 200
     """also measure held-out accuracy every this many steps (0: only before and after)"""
+    threads: int = 1
+    """torch CPU threads (0: torch's default). One is as fast for a model this small, and it
+    stays fast when other jobs share the cores (more threads than free cores spin and were
+    8× slower on our 2-core machine)"""
     plot: bool = True
     """write reward_curve.png"""
     progress: bool = True
@@ -102,6 +106,8 @@ class DemoConfig:
                 "DemoConfig: need warmup_steps >= 0 and warmup_examples >= 1, got "
                 f"{self.warmup_steps}, {self.warmup_examples}"
             )
+        if self.threads < 0:
+            raise ValueError(f"DemoConfig: `threads` must be >= 0, got {self.threads}")
         if self.eval_every < 0:
             raise ValueError(f"DemoConfig: `eval_every` must be >= 0, got {self.eval_every}")
 
@@ -143,7 +149,11 @@ class WarmStart:
     losses: list[float]
 
 
-def _setup() -> None:
+def _setup(cfg: DemoConfig) -> None:
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from transformers.utils import logging as hf_logging
@@ -161,7 +171,7 @@ def held_out_accuracy(cfg: DemoConfig, model: Any, tok: Any, rows: list[dict]) -
 
 def warm_start(cfg: DemoConfig) -> WarmStart:
     """Build the tiny model and fine-tune it briefly on solved problems (the reference policy)."""
-    _setup()
+    _setup(cfg)
     import torch
 
     from adpo.tiny import char_tokenizer, tiny_qwen3
@@ -203,7 +213,7 @@ def reinforce(
         ``{"accuracy_after", "train_time_s", "accuracy_curve", "per_step"}``: the held-out
         curve every ``cfg.eval_every`` steps and the trainer's per-step logs.
     """
-    _setup()
+    _setup(cfg)
     import torch
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback

@@ -58,7 +58,7 @@ class ReasoningConfig:
     """seeds (model init, data, sampling); ≥ 3 for mean ± std"""
     task: DemoConfig = field(
         default_factory=lambda: DemoConfig(
-            steps=600, eval_every=100, n_test=300, progress=False, plot=False
+            steps=500, eval_every=100, n_test=300, progress=False, plot=False
         )
     )
     """the demo settings shared by every run (its `loss`, `seed` and `out` are set per run)"""
