@@ -44,6 +44,15 @@ def test_reasoning_bench_tiny_run_writes_results(tmp_path):
     for png in ("accuracy.png", "reward.png", "grad_norm.png", "entropy.png"):
         assert (out / png).stat().st_size > 1000
 
+    # --replot rebuilds the same summary and plots from the CSVs alone
+    for f in ("summary.json", "table.md", "accuracy.png"):
+        (out / f).unlink()
+    assert main(["bench", "reasoning", "--out", str(out), "--replot"]) == 0
+    s2 = json.loads((out / "summary.json").read_text())
+    same = [json.dumps(x[k], sort_keys=True) for x in (s, s2) for k in ("per_loss", "claims")]
+    assert same[:2] == same[2:]  # (as text: NaN == NaN)
+    assert (out / "accuracy.png").stat().st_size > 1000
+
 
 def test_reasoning_config_is_checked():
     from adpo.experiments.reasoning import ReasoningConfig

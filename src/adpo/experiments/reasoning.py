@@ -66,6 +66,9 @@ class ReasoningConfig:
     """the last this fraction of steps counts as "late in training" (gradient norms)"""
     plot: bool = True
     """write the PNG plots"""
+    replot: bool = False
+    """train nothing: rebuild summary.json, table.md and the plots from the runs.csv and
+    curves.csv already in `out` (e.g. the runs an interrupted bench finished)"""
 
     def __post_init__(self) -> None:
         if len(self.seeds) < 1 or not self.losses:
@@ -196,7 +199,44 @@ def run(cfg: ReasoningConfig) -> dict[str, Any]:
                 )
     write_csv(out / "runs.csv", rows)
     write_csv(out / "curves.csv", _fill(curves))
-    summary = _summarize(cfg, rows, time.perf_counter() - t_start)
+    return _report(cfg, out, rows, curves, time.perf_counter() - t_start)
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV this module wrote: numbers back to numbers, empty cells dropped."""
+    import csv
+
+    def num(v: str) -> Any:
+        try:
+            f = float(v)
+        except ValueError:
+            return v
+        return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+
+    with path.open() as f:
+        return [{k: num(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+
+
+def replot(cfg: ReasoningConfig) -> dict[str, Any]:
+    """Summary, table and plots from the CSVs in ``cfg.out`` (no training)."""
+    out = Path(cfg.out)
+    rows, curves = _read_csv(out / "runs.csv"), _read_csv(out / "curves.csv")
+    if not rows:
+        raise ValueError(f"adpo bench reasoning --replot: {out / 'runs.csv'} has no runs")
+    losses = tuple(dict.fromkeys(r["loss"] for r in rows))
+    seeds = tuple(dict.fromkeys(r["seed"] for r in rows))
+    cfg = replace(cfg, losses=losses, seeds=seeds)
+    return _report(cfg, out, rows, curves, math.nan)
+
+
+def _report(
+    cfg: ReasoningConfig,
+    out: Path,
+    rows: list[dict[str, Any]],
+    curves: list[dict[str, Any]],
+    wall: float,
+) -> dict[str, Any]:
+    summary = _summarize(cfg, rows, wall)
     write_json(out / "summary.json", summary)
     if cfg.plot:
         _plots(cfg, curves, out)
@@ -373,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="adpo bench reasoning",
         description=__doc__.split("\n\n")[0],
     )
-    run(cfg)
+    replot(cfg) if cfg.replot else run(cfg)
     return 0
 
 
