@@ -15,10 +15,17 @@ jobs share the CPU).
 Run::
 
     adpo bench reasoning --out results/reasoning
+    adpo bench reasoning --out results/reasoning --replot   # summary and plots from the CSVs
 
-Outputs: ``runs.csv`` (one row per objective × seed), ``curves.csv`` (per step),
-``summary.json`` (mean ± std per objective, the papers' comparisons, provenance) and
-``accuracy.png``, ``reward.png``, ``grad_norm.png``, ``entropy.png``.
+Outputs: ``runs.csv`` (one row per objective × seed, written after every run),
+``curves.csv`` (per step), ``summary.json`` (mean ± std per objective, the papers'
+comparisons, provenance), ``table.md`` and ``accuracy.png``, ``reward.png``,
+``grad_norm.png``, ``entropy.png``.
+
+Gradient norms are not comparable across objectives in absolute terms (each loss has its
+own scale: ADPO's Plackett–Luce loss sums ``G − 1`` list positions of sequence-level
+log-ratios, GRPO averages token ratios), so the summary also reports each objective's
+late-over-early ratio, which is scale-free.
 """
 
 from __future__ import annotations
