@@ -40,9 +40,15 @@ def test_reasoning_bench_tiny_run_writes_results(tmp_path):
     assert s["claims"]["adpo_pl_vs_grpo_peak_reward_rel"] is not None or (
         s["per_loss"]["grpo"]["reward_peak"]["mean"] == 0
     )
-    assert (out / "table.md").read_text().count("\n") == 4  # header, rule, 2 objectives
-    for png in ("accuracy.png", "reward.png", "grad_norm.png", "entropy.png"):
+    assert (out / "table.md").read_text().count("\n") == 8  # 2 tables: header, rule, rows
+    for png in ("accuracy.png", "accuracy_gain.png", "reward.png", "grad_norm.png", "entropy.png"):
         assert (out / png).stat().st_size > 1000
+    # paired differences: objective minus grpo on the same seed, checked by hand
+    acc = {(r["loss"], r["seed"]): float(r["accuracy_final"]) for r in runs}
+    diffs = [acc[("adpo-pl", sd)] - acc[("grpo", sd)] for sd in ("0", "1")]
+    paired = s["paired_vs_grpo"]["adpo-pl"]
+    assert paired["n_seeds"] == 2 and "grpo" not in s["paired_vs_grpo"]
+    assert paired["accuracy_final"]["mean"] == pytest.approx(sum(diffs) / 2, abs=1e-12)
 
     # --replot rebuilds the same summary and plots from the CSVs alone
     for f in ("summary.json", "table.md", "accuracy.png"):

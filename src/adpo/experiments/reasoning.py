@@ -31,6 +31,7 @@ late-over-early ratio, which is scale-free.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import time
@@ -233,7 +234,14 @@ def replot(cfg: ReasoningConfig) -> dict[str, Any]:
     losses = tuple(dict.fromkeys(r["loss"] for r in rows))
     seeds = tuple(dict.fromkeys(r["seed"] for r in rows))
     cfg = replace(cfg, losses=losses, seeds=seeds)
-    return _report(cfg, out, rows, curves, math.nan)
+    prev_path = out / "summary.json"
+    prev = json.loads(prev_path.read_text()) if prev_path.exists() else {}
+    summary = _report(cfg, out, rows, curves, prev.get("wall_time_s", math.nan))
+    if prev.get("command"):  # keep the provenance of the runs; add the replot's own
+        summary["replot_command"] = summary["command"]
+        summary["command"] = prev["command"]
+        write_json(prev_path, summary)
+    return summary
 
 
 def _report(
@@ -311,6 +319,7 @@ def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) ->
     }
     return {
         "per_loss": per_loss,
+        "paired_vs_grpo": _paired(cfg, rows, "grpo"),
         "claims": claims,
         "accuracy_before": dict(
             zip(
@@ -345,6 +354,35 @@ def _cells(m: dict[str, Any]) -> list[str]:
     return [f"{m[k]['mean']:.{d}f} ± {m[k]['std']:.{d}f}" for _, k, d in _COLUMNS]
 
 
+PAIRED = ("accuracy_final", "accuracy_peak", "reward_peak", "reward_final")
+
+
+def _paired(cfg: ReasoningConfig, rows: list[dict[str, Any]], base: str) -> dict[str, Any]:
+    """Per seed, objective minus ``base`` (same warm start): mean ± std over the seeds both ran.
+
+    The warm start differs a lot between seeds, so these paired differences say more
+    than the objectives' own mean ± std.
+    """
+    by = {(r["loss"], r["seed"]): r for r in rows}
+    paired: dict[str, Any] = {}
+    for loss in cfg.losses:
+        seeds = [sd for sd in cfg.seeds if (loss, sd) in by and (base, sd) in by]
+        if loss == base or not seeds:
+            continue
+        paired[loss] = {
+            m: dict(
+                zip(
+                    ("mean", "std"),
+                    _mean_std([by[(loss, sd)][m] - by[(base, sd)][m] for sd in seeds]),
+                    strict=True,
+                )
+            )
+            for m in PAIRED
+        }
+        paired[loss]["n_seeds"] = len(seeds)
+    return paired
+
+
 def _print_table(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -362,6 +400,19 @@ def markdown_table(summary: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for loss, m in summary["per_loss"].items():
         lines.append("| " + " | ".join([f"`{loss}`", *_cells(m)]) + " |")
+    paired = summary.get("paired_vs_grpo") or {}
+    if paired:
+        head = [
+            "objective − grpo, same seed",
+            "final acc",
+            "peak acc",
+            "peak reward",
+            "final reward",
+        ]
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for loss, m in paired.items():
+            cells = [f"{m[k]['mean']:+.3f} ± {m[k]['std']:.3f}" for k in PAIRED]
+            lines.append("| " + " | ".join([f"`{loss}` ({m['n_seeds']} seeds)", *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -407,7 +458,19 @@ def _plots(cfg: ReasoningConfig, curves: list[dict[str, Any]], out: Path) -> Non
         fig.savefig(path, dpi=120)
         plt.close(fig)
 
+    start = {
+        (r["loss"], r["seed"]): r["heldout_accuracy"]
+        for r in curves
+        if r.get("step") == 0 and "heldout_accuracy" in r
+    }
+    curves = [
+        {**r, "heldout_gain": r["heldout_accuracy"] - start[(r["loss"], r["seed"])]}
+        if "heldout_accuracy" in r and (r["loss"], r["seed"]) in start
+        else r
+        for r in curves
+    ]
     panel("heldout_accuracy", "held-out greedy accuracy", out / "accuracy.png")
+    panel("heldout_gain", "held-out accuracy gain over the warm start", out / "accuracy_gain.png")
     panel("reward", "training reward", out / "reward.png", smooth=5)
     panel("grad_norm", "gradient norm (before clipping)", out / "grad_norm.png", smooth=9)
     panel("entropy", "policy entropy (nats/token)", out / "entropy.png", smooth=9)
