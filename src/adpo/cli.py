@@ -22,6 +22,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "train on verl (Ray) with ADPO/OPO policy losses, groups kept whole (adpo[verl])",
     ),
+    "demo": (
+        "adpo.experiments.demo",
+        "main",
+        "online RL with ADPO on a tiny model, CPU, minutes (no download)",
+    ),
+    "train": (
+        "adpo.trainers.online",
+        "main",
+        "online group RL (adpo, adpo-pl, opo, grpo, gspo, dapo) on any HF causal LM",
+    ),
 }
 
 BENCHMARKS: dict[str, tuple[str, str, str]] = {
@@ -44,6 +54,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "adpo.experiments.efficiency",
         "main",
         "loss and actor-update time per method, log-prob memory (ADPO paper app. F)",
+    ),
+    "reasoning": (
+        "adpo.experiments.reasoning",
+        "main",
+        "online RL on the demo task: adpo-pl, adpo, opo, grpo, gspo, dapo × seeds",
     ),
 }
 

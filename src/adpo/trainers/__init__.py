@@ -1,7 +1,8 @@
 """``adpo.trainers``: training loops on Hugging Face models.
 
 Offline listwise (ADPO algorithm 1, OFFLINE): :class:`ListwiseConfig`, :class:`ListwiseTrainer`.
-Needs the ``hf`` extra.
+Online group RL glue (loss presets, warm start, evaluation, datasets, ``adpo train``):
+``adpo.trainers.online``. Needs the ``hf`` extra.
 """
 
 from adpo.trainers.listwise import ListwiseCollator, ListwiseConfig, ListwiseTrainer

@@ -1,0 +1,42 @@
+"""``adpo.rewards``: reward functions for group RL on language models.
+
+Every reward here follows TRL's reward-function interface, so it plugs into
+``GRPOTrainer`` and ``adpo.integrations.trl`` alike::
+
+    reward(prompts=[...], completions=[...], completion_ids=[...], **dataset_columns) -> list[float | None]
+
+``completions`` are strings (plain prompts) or lists of chat messages (conversational
+prompts); one reward per completion, ``None`` where a reward does not apply (TRL then
+leaves the completion out of the group baseline).
+
+* :func:`math_reward` — answers checked with ``math-verify`` against a MATH-style
+  ``solution`` column (the gold answer is the solution's last ``\\boxed{…}``).
+* :func:`exact_match_reward` — normalised string equality with an ``answer`` column.
+* :func:`arithmetic_reward` — the integer answer of :class:`adpo.tiny.ArithmeticTask`.
+* :class:`FormatReward` — 1.0 when the completion matches a pattern (default: exactly one
+  ``\\boxed{…}``).
+* :func:`guard_reward` — wraps any reward so that a sample whose reward raises or is not
+  finite becomes ``None`` (counted and logged) instead of stopping the run.
+"""
+
+from adpo.rewards.basic import (
+    FormatReward,
+    arithmetic_reward,
+    completion_text,
+    exact_match_reward,
+    normalize_answer,
+)
+from adpo.rewards.guard import GuardedReward, guard_reward
+from adpo.rewards.math import extract_boxed, math_reward
+
+__all__ = [
+    "FormatReward",
+    "GuardedReward",
+    "arithmetic_reward",
+    "completion_text",
+    "exact_match_reward",
+    "extract_boxed",
+    "guard_reward",
+    "math_reward",
+    "normalize_answer",
+]

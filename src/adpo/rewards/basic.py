@@ -1,0 +1,144 @@
+"""Exact-match, arithmetic and format rewards (TRL reward-function interface).
+
+Shapes: ``N`` completions in one call (B prompts × G completions, flattened).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from adpo.rewards.math import extract_boxed, extract_boxed_all
+
+__all__ = [
+    "FormatReward",
+    "arithmetic_reward",
+    "completion_text",
+    "exact_match_reward",
+    "normalize_answer",
+]
+
+
+def completion_text(completion: Any) -> str:
+    """The text of one completion: a string, or a list of chat messages (their contents joined).
+
+    TRL passes plain strings for plain prompts and ``[{"role": "assistant", "content": …}]``
+    for conversational ones.
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Sequence):
+        parts = []
+        for message in completion:
+            content = message.get("content", "") if isinstance(message, dict) else message
+            if isinstance(content, list):  # content blocks [{"type": "text", "text": …}]
+                content = "".join(b.get("text", "") for b in content if isinstance(b, dict))
+            parts.append(str(content))
+        return "".join(parts)
+    raise TypeError(
+        f"completion_text: a completion must be a string or a list of messages, got "
+        f"{type(completion).__name__}"
+    )
+
+
+_WS = re.compile(r"\s+")
+
+
+def normalize_answer(text: str) -> str:
+    """Normalise a short answer for string comparison.
+
+    Strips whitespace and surrounding ``$…$``, ``\\text{…}``, a trailing period; drops
+    thousands separators in plain numbers (``1,000`` → ``1000``); collapses inner
+    whitespace; lower-cases.
+    """
+    s = text.strip().rstrip(".").strip()
+    while len(s) >= 2 and s[0] == "$" and s[-1] == "$":
+        s = s[1:-1].strip()
+    m = re.fullmatch(r"\\text\{(.*)\}", s)
+    if m:
+        s = m.group(1).strip()
+    s = s.rstrip(".").strip()
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
+        s = s.replace(",", "")
+    return _WS.sub(" ", s).lower()
+
+
+def exact_match_reward(
+    completions: list[Any], answer: list[str], **kwargs: Any
+) -> list[float | None]:
+    """1.0 when the completion's answer equals ``answer`` after :func:`normalize_answer`.
+
+    The completion's answer is the content of its last ``\\boxed{…}`` if it has one,
+    otherwise the whole completion. A missing (``None``) reference answer gives ``None``.
+
+    Args:
+        completions: ``N`` completions (strings or message lists).
+        answer: ``N`` reference answers (the dataset's ``answer`` column, repeated per
+            completion by the trainer).
+    """
+    if len(completions) != len(answer):
+        raise ValueError(
+            f"exact_match_reward: got {len(completions)} completions but {len(answer)} answers"
+        )
+    out: list[float | None] = []
+    for c, a in zip(completions, answer, strict=True):
+        if a is None:
+            out.append(None)
+            continue
+        text = completion_text(c)
+        boxed = extract_boxed(text)
+        got = boxed if boxed is not None else text
+        out.append(float(normalize_answer(got) == normalize_answer(str(a))))
+    return out
+
+
+def arithmetic_reward(completions: list[Any], answer: list[str], **kwargs: Any) -> list[float]:
+    """:meth:`adpo.tiny.ArithmeticTask.reward`: 1.0 for the exactly right integer answer.
+
+    The answer is read from the start of the completion (digits, an optional leading
+    minus) up to the first other character, so ``"46"`` and ``"46 because…"`` both count.
+    """
+    from adpo.tiny import ArithmeticTask
+
+    if len(completions) != len(answer):
+        raise ValueError(
+            f"arithmetic_reward: got {len(completions)} completions but {len(answer)} answers"
+        )
+    return [
+        ArithmeticTask.reward(completion_text(c), str(a))
+        for c, a in zip(completions, answer, strict=True)
+    ]
+
+
+class FormatReward:
+    """1.0 when a completion is well formed, else 0.0.
+
+    With ``pattern=None`` (default), "well formed" means exactly one non-empty
+    ``\\boxed{…}`` (the MATH answer convention). With a regular expression, it means
+    ``re.search(pattern, text)`` finds a match (use ``^…$`` to require a full match).
+
+    Args:
+        pattern: regular expression, or None for the boxed-answer check.
+        name: the name TRL logs the reward under (``rewards/<name>/mean``).
+    """
+
+    def __init__(self, pattern: str | None = None, *, name: str = "format"):
+        self.pattern = None if pattern is None else re.compile(pattern, re.DOTALL)
+        self.__name__ = name
+
+    def __call__(self, completions: list[Any], **kwargs: Any) -> list[float]:
+        out = []
+        for c in completions:
+            text = completion_text(c)
+            if self.pattern is None:
+                boxes = extract_boxed_all(text)
+                ok = len(boxes) == 1 and boxes[0].strip() != ""
+            else:
+                ok = self.pattern.search(text) is not None
+            out.append(float(ok))
+        return out
+
+    def __repr__(self) -> str:
+        pat = None if self.pattern is None else self.pattern.pattern
+        return f"FormatReward(pattern={pat!r}, name={self.__name__!r})"

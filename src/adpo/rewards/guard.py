@@ -1,0 +1,154 @@
+"""Fault-tolerant reward functions: one bad sample must not stop a training run.
+
+A reward function that raises for one completion (a parser crash on odd output, a
+sandbox error) or returns NaN/inf would otherwise kill the run (TRL calls reward
+functions on the whole batch) or poison the group baseline. :func:`guard_reward` wraps a
+reward function so that:
+
+* a batch call that raises is retried sample by sample; samples that still raise get
+  ``None``,
+* non-finite values become ``None``,
+* failures are counted (``.failures``, ``.calls``) and logged through TRL's
+  ``log_metric`` hook as ``rewards/<name>/failures`` (per batch), with one warning per
+  distinct error naming the sample.
+
+``None`` is TRL's "no reward for this completion": the completion takes no part in its
+group's baseline and gets no advantage (GRPO), and no place in the list (ADPO/OPO,
+``adpo.integrations.trl``). Shapes: ``N`` completions per call.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["GuardedReward", "guard_reward"]
+
+logger = logging.getLogger("adpo.rewards")
+
+# keyword arguments TRL passes that are not per-sample columns
+_NOT_COLUMNS = ("trainer_state", "log_extra", "log_metric", "environments")
+
+
+def _name(fn: Callable) -> str:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+class GuardedReward:
+    """A reward function wrapper that turns per-sample failures into ``None`` (see module doc).
+
+    Attributes:
+        fn: the wrapped reward function.
+        __name__: the wrapped function's name (TRL logs rewards under it).
+        calls: completions scored so far.
+        failures: completions whose reward raised or was not finite.
+    """
+
+    def __init__(self, fn: Callable[..., list], *, name: str | None = None):
+        if not callable(fn):
+            raise TypeError(f"guard_reward: `fn` must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.__name__ = name or _name(fn)
+        self.calls = 0
+        self.failures = 0
+        self._warned: set[str] = set()
+
+    def _warn(self, index: int, err: str) -> None:
+        if err not in self._warned:
+            self._warned.add(err)
+            logger.warning(
+                "reward %r failed for sample %d of its batch (%s); the sample gets no reward "
+                "and training goes on (further failures of this kind are only counted)",
+                self.__name__,
+                index,
+                err,
+            )
+
+    def _one(self, i: int, n: int, kwargs: dict[str, Any]) -> Any:
+        sliced = {}
+        for k, v in kwargs.items():
+            if k in _NOT_COLUMNS:
+                continue
+            sliced[k] = [v[i]] if isinstance(v, (list, tuple)) and len(v) == n else v
+        sliced["log_extra"] = None  # per-sample calls must not write misaligned columns
+        sliced["log_metric"] = None
+        sliced["trainer_state"] = kwargs.get("trainer_state")
+        try:
+            out = list(self.fn(**sliced))
+        except Exception as e:
+            self._warn(i, f"{type(e).__name__}: {e}")
+            return _FAILED
+        if len(out) != 1:
+            self._warn(i, f"returned {len(out)} values for one sample")
+            return _FAILED
+        return out[0]
+
+    def __call__(self, **kwargs: Any) -> list[float | None]:
+        n = len(kwargs.get("completions", kwargs.get("prompts", [])))
+        try:
+            values = list(self.fn(**kwargs))
+        except Exception:
+            values = [self._one(i, n, kwargs) for i in range(n)]
+        if len(values) != n:
+            raise ValueError(
+                f"reward {self.__name__!r} returned {len(values)} values for {n} completions"
+            )
+        out: list[float | None] = []
+        failed = 0
+        for i, v in enumerate(values):
+            if v is _FAILED:
+                failed += 1
+                out.append(None)
+            elif v is None:
+                out.append(None)
+            else:
+                try:
+                    f = float(v)
+                except (TypeError, ValueError):
+                    self._warn(i, f"returned a non-number {v!r}")
+                    f = math.nan
+                if math.isfinite(f):
+                    out.append(f)
+                else:
+                    self._warn(i, f"returned a non-finite value {v!r}")
+                    failed += 1
+                    out.append(None)
+        self.calls += n
+        self.failures += failed
+        log_metric = kwargs.get("log_metric")
+        if log_metric is not None:
+            log_metric(f"rewards/{self.__name__}/failures", float(failed))
+        return out
+
+    def __repr__(self) -> str:
+        return f"GuardedReward({self.__name__!r}, failures={self.failures}/{self.calls})"
+
+
+class _Failed:
+    def __repr__(self) -> str:
+        return "<reward failed>"
+
+
+_FAILED: Any = _Failed()
+
+
+def guard_reward(fn: Callable[..., list], *, name: str | None = None) -> GuardedReward:
+    """Wrap ``fn`` (a TRL-style reward function) in a :class:`GuardedReward`.
+
+    Already-guarded functions are returned as they are. Async reward functions are not
+    supported (wrap their synchronous core instead).
+    """
+    if isinstance(fn, GuardedReward):
+        return fn
+    import inspect
+
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004
+    ):
+        raise TypeError(f"guard_reward: {_name(fn)!r} is async; guard its synchronous core")
+    return GuardedReward(fn, name=name)

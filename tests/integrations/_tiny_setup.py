@@ -1,0 +1,43 @@
+"""Tiny model, tokenizer and dataset for the TRL-integration tests (no download)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def tiny_setup(n_rows: int = 64, seed: int = 0, hidden_size: int = 32):
+    from datasets import Dataset
+
+    from adpo.tiny import ArithmeticTask, char_tokenizer, tiny_qwen3
+
+    tok = char_tokenizer()
+    model = tiny_qwen3(len(tok), hidden_size=hidden_size, num_layers=1, seed=seed)
+    rows = ArithmeticTask(digits=1).sample(n_rows * 4, seed=seed)
+    unique = list({r["prompt"]: r for r in rows}.values())[:n_rows]
+    return tok, model, Dataset.from_list(unique)
+
+
+def base_args(output_dir: str, **overrides: Any) -> dict[str, Any]:
+    """Small, fast, CPU-only TRL settings shared by the tests."""
+    args = dict(
+        output_dir=output_dir,
+        num_generations=4,
+        per_device_train_batch_size=8,
+        max_completion_length=3,
+        max_steps=2,
+        logging_steps=1,
+        learning_rate=1e-2,
+        lr_scheduler_type="constant",
+        save_strategy="no",
+        report_to=[],
+        bf16=False,
+        use_cpu=True,
+        disable_tqdm=True,
+        gradient_checkpointing=False,
+        seed=0,
+    )
+    args.update(overrides)
+    return args

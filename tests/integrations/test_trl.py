@@ -1,0 +1,572 @@
+"""ADPO/OPO on TRL: loss parity, whole groups, anchors, resume, bad rewards, every trainer end to end.
+
+Everything runs on a 1-layer, 32-wide Qwen3 with a character tokenizer (no download).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from adpo.integrations.trl import (
+    ADPOConfig,
+    ADPOTrainer,
+    OPOConfig,
+    OPOTrainer,
+    shuffle_groups,
+)
+from adpo.logprobs import causal_lm_logps
+from adpo.losses import adpo_loss, opo_loss
+from adpo.rewards import arithmetic_reward
+
+from ._tiny_setup import base_args, tiny_setup
+
+# ----------------------------------------------------------------------------- configs
+
+
+def test_config_requires_whole_groups_per_micro_batch(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"per_device_train_batch_size.*multiple of `num_generations`"
+    ):
+        ADPOConfig(**base_args(str(tmp_path), per_device_train_batch_size=6, num_generations=4))
+    with pytest.raises(ValueError, match="per_device_train_batch_size"):
+        OPOConfig(**base_args(str(tmp_path), per_device_train_batch_size=8, num_generations=6))
+
+
+@pytest.mark.parametrize(
+    ("cls", "field", "value", "match"),
+    [
+        (ADPOConfig, "anchor", "self", "anchor"),
+        (ADPOConfig, "anchor_ema_decay", 1.0, "anchor_ema_decay"),
+        (ADPOConfig, "target", "pairwise", "target"),
+        (ADPOConfig, "tau", 0.0, "tau"),
+        (ADPOConfig, "beta", 0.04, "beta"),
+        (ADPOConfig, "tau_schedule", "cosine", "tau_schedule"),
+        (OPOConfig, "alpha", 1.5, "alpha"),
+        (OPOConfig, "mu", -1.0, "mu"),
+        (OPOConfig, "weight_norm", "l2", "weight_norm"),
+        (OPOConfig, "top_entropy_quantile", 0.2, "top_entropy_quantile"),
+    ],
+)
+def test_config_rejects_bad_values(tmp_path, cls, field, value, match):
+    kw = base_args(str(tmp_path))
+    if cls is OPOConfig:
+        kw.update(num_generations=4, per_device_train_batch_size=8)
+    with pytest.raises(ValueError, match=match):
+        cls(**{**kw, field: value})
+
+
+def test_defaults_are_the_papers(tmp_path):
+    a = ADPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False)
+    assert (a.target, a.tau, a.target_beta, a.num_generations, a.learning_rate, a.anchor) == (
+        "plackett_luce",
+        0.8,
+        0.5,
+        8,
+        1.5e-5,
+        "on_policy",
+    )
+    o = OPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False)
+    assert (o.alpha, o.mu, o.num_generations, o.learning_rate) == (0.4, 1.0, 6, 2e-6)
+
+
+# ----------------------------------------------------------------------------- groups
+
+
+def _whole_groups(prompt_ids: torch.Tensor, G: int) -> bool:
+    """Rows b·G … b·G+G−1 share one prompt and no two groups share a prompt."""
+    B = prompt_ids.shape[0] // G
+    p = prompt_ids.view(B, G, -1)
+    same = bool((p == p[:, :1]).all())
+    firsts = {tuple(row.tolist()) for row in p[:, 0]}
+    return same and len(firsts) == B
+
+
+def test_shuffle_groups_keeps_runs_together_and_tensors_aligned():
+    G, n_groups = 4, 6
+    ids = torch.arange(n_groups).repeat_interleave(G)  # (N,)
+    batch = {
+        "prompt_ids": ids[:, None].expand(-1, 3).clone(),
+        "rows": ids.tolist(),
+        "row": torch.arange(n_groups * G),
+        "num_items_in_batch": torch.tensor(7),
+        "none": None,
+    }
+    torch.manual_seed(1)
+    out = shuffle_groups(batch, G)
+    assert _whole_groups(out["prompt_ids"], G)
+    assert out["rows"] == out["prompt_ids"][:, 0].tolist()
+    assert sorted(out["row"].tolist()) == list(range(n_groups * G))
+    assert out["row"].view(n_groups, G).diff(dim=1).eq(1).all()  # in-group order kept
+    assert out["prompt_ids"][::G, 0].tolist() != list(range(n_groups))  # it did shuffle
+    assert out["num_items_in_batch"].item() == 7 and out["none"] is None
+    with pytest.raises(ValueError, match="whole number of groups"):
+        shuffle_groups({"x": torch.zeros(5)}, 4)
+
+
+def test_trl_row_shuffle_breaks_groups_which_the_check_detects():
+    # why shuffle_groups exists: TRL's per-row shuffle scatters groups across micro-batches
+    from trl.trainer.utils import shuffle_sequence_dict, split_tensor_dict
+
+    G = 4
+    torch.manual_seed(0)
+    batch = {"prompt_ids": torch.arange(6).repeat_interleave(G)[:, None]}
+    parts = split_tensor_dict(shuffle_sequence_dict(batch), 3)
+    assert not all(_whole_groups(p["prompt_ids"], G) for p in parts)
+
+
+class _Recording:
+    """Mixin recording every micro-batch the loss sees."""
+
+    def __init__(self, *a, **kw):
+        self.micro_batches: list[dict] = []
+        super().__init__(*a, **kw)
+
+    def _compute_loss(self, model, inputs):
+        self.micro_batches.append(
+            {
+                k: (v.detach().clone() if isinstance(v, torch.Tensor) else v)
+                for k, v in inputs.items()
+            }
+        )
+        return super()._compute_loss(model, inputs)
+
+
+class RecADPO(_Recording, ADPOTrainer):
+    pass
+
+
+class RecOPO(_Recording, OPOTrainer):
+    pass
+
+
+def test_micro_batches_hold_whole_groups_on_one_process(tmp_path):
+    tok, model, ds = tiny_setup()
+    # 3 micro-batches of 2 groups from each round of 6 groups, 2 rounds
+    args = ADPOConfig(**base_args(str(tmp_path), steps_per_generation=3, max_steps=6))
+    tr = RecADPO(
+        model=model,
+        reward_funcs=arithmetic_reward,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    tr.train()
+    assert len(tr.micro_batches) == 6
+    for mb in tr.micro_batches:
+        assert _whole_groups(mb["prompt_ids"], 4)
+        gid = mb["group_index"].view(2, 4)
+        assert (gid == gid[:, :1]).all()
+    per_round = [
+        torch.cat([mb["group_index"][::4] for mb in tr.micro_batches[r * 3 : r * 3 + 3]])
+        for r in range(2)
+    ]
+    for r, ids in enumerate(per_round):  # every group of a round used exactly once
+        assert sorted(ids.tolist()) == list(range(r * 6, r * 6 + 6))
+    assert any(ids.tolist() != sorted(ids.tolist()) for ids in per_round)  # groups were shuffled
+
+
+def test_partial_group_in_a_micro_batch_raises(tmp_path):
+    tok, model, ds = tiny_setup()
+    tr = ADPOTrainer(
+        model=model,
+        reward_funcs=arithmetic_reward,
+        args=ADPOConfig(**base_args(str(tmp_path))),
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    inputs = _fixed_batch(tok, B=2, G=4)
+    inputs["group_index"] = torch.tensor([0, 0, 0, 1, 1, 1, 1, 0])
+    tr.current_gradient_accumulation_steps = 1
+    with pytest.raises(RuntimeError, match="partial group"):
+        tr.compute_loss(tr.model, inputs)
+
+
+# ----------------------------------------------------------------------------- loss parity
+
+
+def _fixed_batch(tok, B: int = 2, G: int = 4, seed: int = 0) -> dict:
+    """A hand-made micro-batch: B prompts × G completions of varied length (right-padded)."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = ["3+4=", "12+9="][:B]
+    enc = tok(prompts, padding=True, return_tensors="pt")
+    prompt_ids = enc["input_ids"].repeat_interleave(G, 0)  # (N, P)
+    prompt_mask = enc["attention_mask"].repeat_interleave(G, 0)
+    N, T = B * G, 4
+    digits = torch.tensor(tok.convert_tokens_to_ids(list("0123456789")))
+    completion_ids = digits[torch.randint(0, 10, (N, T), generator=g)]
+    lengths = torch.randint(1, T + 1, (N,), generator=g)
+    completion_mask = (torch.arange(T)[None] < lengths[:, None]).long()  # (N, T)
+    completion_ids = completion_ids.masked_fill(completion_mask == 0, tok.pad_token_id)
+    rewards = torch.tensor([1.0, 0.0, 0.5, 0.0, 0.0, 1.0, 1.0, 0.2])[:N]
+    return {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+        "rewards": rewards,
+        "reward_valid": torch.ones(N, dtype=torch.bool),
+        "group_index": torch.arange(B).repeat_interleave(G),
+        "advantages": torch.zeros(N),
+        "num_items_in_batch": completion_mask.sum(),
+    }
+
+
+def _hand_logps(model, inputs) -> torch.Tensor:
+    """Token log-probs by adpo.logprobs (the model's plain forward, not TRL's fused head)."""
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    att = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    return causal_lm_logps(model, ids, att, logits_to_keep=inputs["completion_ids"].shape[1])
+
+
+def _grads(model) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("target", ["plackett_luce", "softmax", "top1"])
+def test_adpo_trainer_loss_equals_adpo_loss_by_hand(tmp_path, target):
+    tok, model, ds = tiny_setup()
+    args = ADPOConfig(**base_args(str(tmp_path), target=target, tau=0.7, target_beta=0.3))
+    tr = ADPOTrainer(
+        model=model,
+        reward_funcs=arithmetic_reward,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    tr.current_gradient_accumulation_steps = 1
+    inputs = _fixed_batch(tok)
+    mask = inputs["completion_mask"].bool()
+    with torch.no_grad():
+        anchor = _hand_logps(model, inputs) + 0.3 * torch.randn(mask.shape)  # a moved anchor
+    inputs["anchor_per_token_logps"] = anchor
+
+    loss = tr.compute_loss(tr.model, inputs)
+    loss.backward()
+    g_trainer = _grads(model)
+    model.zero_grad()
+
+    B, G, T = 2, 4, mask.shape[1]
+    ref = adpo_loss(
+        _hand_logps(model, inputs).view(B, G, T),
+        anchor.view(B, G, T),
+        inputs["rewards"].view(B, G),
+        target=target,
+        tau=0.7,
+        beta=0.3,
+        mask=mask.view(B, G, T),
+    )
+    ref.loss.backward()
+    g_hand = _grads(model)
+    assert loss.item() != 0.0
+    torch.testing.assert_close(loss, ref.loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_trainer, g_hand, rtol=1e-4, atol=1e-6)
+    assert tr._metrics["train"]["tau"][-1] == pytest.approx(0.7)
+
+
+def test_opo_trainer_loss_equals_opo_loss_by_hand(tmp_path):
+    tok, model, ds = tiny_setup()
+    args = OPOConfig(
+        **base_args(
+            str(tmp_path), num_generations=4, per_device_train_batch_size=8, alpha=0.3, mu=2.0
+        )
+    )
+    tr = OPOTrainer(
+        model=model,
+        reward_funcs=arithmetic_reward,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    tr.current_gradient_accumulation_steps = 2  # the trainer scales for accumulation
+    inputs = _fixed_batch(tok)
+    mask = inputs["completion_mask"].bool()
+    with torch.no_grad():
+        anchor = _hand_logps(model, inputs) + 0.2 * torch.randn(mask.shape)
+    inputs["anchor_per_token_logps"] = anchor
+    loss = tr.compute_loss(tr.model, inputs)
+    B, G, T = 2, 4, mask.shape[1]
+    ref = opo_loss(
+        _hand_logps(model, inputs).view(B, G, T),
+        anchor.view(B, G, T),
+        inputs["rewards"].view(B, G),
+        alpha=0.3,
+        mu=2.0,
+        mask=mask.view(B, G, T),
+    )
+    torch.testing.assert_close(loss, ref.loss / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_unscored_completions_leave_their_group(tmp_path):
+    tok, model, ds = tiny_setup()
+    args = ADPOConfig(**base_args(str(tmp_path), target="softmax"))
+    tr = ADPOTrainer(
+        model=model,
+        reward_funcs=arithmetic_reward,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    tr.current_gradient_accumulation_steps = 1
+    inputs = _fixed_batch(tok)
+    # group 0 loses one completion, group 1 loses all four (no reward at all)
+    inputs["reward_valid"] = torch.tensor([True, False, True, True, False, False, False, False])
+    inputs["rewards"] = torch.where(inputs["reward_valid"], inputs["rewards"], 0.0)
+    loss = tr.compute_loss(tr.model, inputs)
+    mask = inputs["completion_mask"].bool()
+    T = mask.shape[1]
+    lp = _hand_logps(model, inputs).detach()  # on-policy anchor = detached current log-probs
+    ref = adpo_loss(
+        lp.view(2, 4, T)[:1],
+        lp.view(2, 4, T)[:1],
+        inputs["rewards"].view(2, 4)[:1],
+        target="softmax",
+        tau=args.tau,
+        beta=args.target_beta,
+        mask=mask.view(2, 4, T)[:1],
+        valid=inputs["reward_valid"].view(2, 4)[:1],
+    )
+    torch.testing.assert_close(loss, ref.loss, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- anchors
+
+
+class _RoundWeights:
+    """Mixin keeping the policy's weights at the start of every training round."""
+
+    def __init__(self, *a, **kw):
+        self.round_start: list[dict] = []
+        self.micro_batches: list[dict] = []
+        super().__init__(*a, **kw)
+
+    def _generate_and_score_completions(self, inputs):
+        if self.model.training:
+            self.round_start.append(copy.deepcopy(self.model.state_dict()))
+        return super()._generate_and_score_completions(inputs)
+
+    def _compute_loss(self, model, inputs):
+        rec = {
+            k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()
+        }
+        rec["round"] = self._round - 1
+        rec["weights"] = copy.deepcopy(self.model.state_dict())
+        self.micro_batches.append(rec)
+        return super()._compute_loss(model, inputs)
+
+
+class AnchorADPO(_RoundWeights, ADPOTrainer):
+    pass
+
+
+def _logps_under(state_dict, tok, inputs) -> torch.Tensor:
+    from adpo.tiny import tiny_qwen3
+
+    m = tiny_qwen3(len(tok), hidden_size=32, num_layers=1)
+    m.load_state_dict(state_dict)
+    with torch.no_grad():
+        return _hand_logps(m, inputs)
+
+
+def _masked_close(a, b, mask, atol=2e-5) -> bool:
+    return bool(((a - b).abs() * mask).max() <= atol)
+
+
+def _run_anchor(tmp_path, anchor: str, **kw):
+    tok, model, ds = tiny_setup()
+    args = ADPOConfig(
+        **base_args(
+            str(tmp_path),
+            steps_per_generation=2,
+            max_steps=4,
+            anchor=anchor,
+            learning_rate=3e-2,
+            **kw,
+        )
+    )
+    tr = AnchorADPO(
+        model=model, reward_funcs=_graded, args=args, train_dataset=ds, processing_class=tok
+    )
+    init = copy.deepcopy(model.state_dict())
+    tr.train()
+    return tok, tr, init
+
+
+def _graded(completions, **kwargs):
+    """A dense, arbitrary but deterministic reward: an untrained model's groups all get
+    signal from it, so weights move from the first step."""
+    return [(sum(map(ord, c)) % 11) / 10 for c in completions]
+
+
+def test_on_policy_anchor_is_the_round_start_policy_for_every_mini_batch(tmp_path):
+    tok, tr, _ = _run_anchor(tmp_path, "on_policy")
+    assert len(tr.round_start) == 2 and len(tr.micro_batches) == 4
+    for i, mb in enumerate(tr.micro_batches):
+        mask = mb["completion_mask"]
+        expected = _logps_under(tr.round_start[mb["round"]], tok, mb)
+        assert _masked_close(mb["anchor_per_token_logps"], expected, mask)
+        current = _logps_under(mb["weights"], tok, mb)
+        if i % 2 == 1:  # second mini-batch of a round: the policy moved, the anchor did not
+            assert not _masked_close(current, expected, mask, atol=1e-3)
+        else:
+            assert _masked_close(current, expected, mask)
+    assert tr.state.log_history[1]["delta_abs_max"] > 0  # Δ ≠ 0 on the round's second mini-batch
+
+
+def test_fixed_anchor_is_the_initial_policy(tmp_path):
+    tok, tr, init = _run_anchor(tmp_path, "fixed")
+    for mb in tr.micro_batches:
+        expected = _logps_under(init, tok, mb)
+        assert _masked_close(mb["anchor_per_token_logps"], expected, mb["completion_mask"])
+    assert _masked_close(  # KL to init is measured against the same policy
+        mb["init_per_token_logps"], expected, mb["completion_mask"]
+    )
+    last = tr.micro_batches[-1]
+    assert not _masked_close(
+        _logps_under(last["weights"], tok, last), expected, last["completion_mask"], atol=1e-3
+    )
+
+
+def test_ema_anchor_folds_the_policy_in_once_per_round(tmp_path):
+    tok, tr, init = _run_anchor(tmp_path, "ema", anchor_ema_decay=0.5)
+    ema = {k: v.clone() for k, v in init.items()}
+    for r, start in enumerate(tr.round_start):
+        ema = {
+            k: (0.5 * ema[k] + 0.5 * start[k]) if start[k].is_floating_point() else start[k]
+            for k in ema
+        }
+        for mb in tr.micro_batches:
+            if mb["round"] == r:
+                expected = _logps_under(ema, tok, mb)
+                assert _masked_close(mb["anchor_per_token_logps"], expected, mb["completion_mask"])
+
+
+def test_guarded_temperature_is_logged_and_bounded(tmp_path):
+    tok, model, ds = tiny_setup()
+    args = ADPOConfig(
+        **base_args(
+            str(tmp_path),
+            steps_per_generation=2,
+            max_steps=4,
+            tau_schedule="guarded",
+            tau_min=0.3,
+            tau_max=1.2,
+        )
+    )
+    tr = ADPOTrainer(
+        model=model, reward_funcs=_graded, args=args, train_dataset=ds, processing_class=tok
+    )
+    tr.train()
+    taus = [h["tau"] for h in tr.state.log_history if "tau" in h]
+    assert len(taus) == 4 and taus[0] == pytest.approx(1.2)  # starts at τ_max (conservative)
+    assert all(0.3 - 1e-6 <= t <= 1.2 + 1e-6 for t in taus)
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def _losses(trainer) -> dict[int, float]:
+    return {h["step"]: h["loss"] for h in trainer.state.log_history if "loss" in h}
+
+
+@pytest.mark.parametrize("cls", ["adpo", "opo"])
+def test_resume_continues_exactly_from_mid_round_and_round_boundary(tmp_path, cls):
+    Cfg, Tr = (ADPOConfig, ADPOTrainer) if cls == "adpo" else (OPOConfig, OPOTrainer)
+
+    def make(out):
+        tok, model, ds = tiny_setup()
+        kw = base_args(
+            str(out),
+            steps_per_generation=2,
+            max_steps=4,
+            save_strategy="steps",
+            save_steps=1,
+            learning_rate=3e-2,
+        )
+        if cls == "opo":
+            kw.update(num_generations=4, per_device_train_batch_size=8)
+        return Tr(
+            model=model,
+            reward_funcs=_graded,
+            args=Cfg(**kw),
+            train_dataset=ds,
+            processing_class=tok,
+        )
+
+    full = make(tmp_path / "full")
+    full.train()
+    ref_losses = _losses(full)
+    ref_params = torch.cat([p.detach().flatten() for p in full.model.parameters()])
+    assert len(ref_losses) == 4 and len(set(ref_losses.values())) > 1
+    for ckpt in (1, 2):  # 1: mid-round (the round buffer must come back), 2: round boundary
+        resumed = make(tmp_path / f"resumed{ckpt}")
+        resumed.train(resume_from_checkpoint=str(tmp_path / "full" / f"checkpoint-{ckpt}"))
+        got = {s: v for s, v in _losses(resumed).items() if s > ckpt}  # (history includes the past)
+        assert set(got) == {s for s in ref_losses if s > ckpt}
+        for s, v in got.items():
+            assert v == pytest.approx(ref_losses[s], rel=1e-6, abs=1e-7), (ckpt, s)
+        params = torch.cat([p.detach().flatten() for p in resumed.model.parameters()])
+        torch.testing.assert_close(params, ref_params, rtol=1e-6, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- rewards that fail
+
+
+def _fragile(completions, answer, prompts, **kwargs):
+    """Raises for one prompt's completions, NaN for completions starting with '1'."""
+    out = []
+    for c, a, p in zip(completions, answer, prompts, strict=True):
+        if p == _fragile.bad_prompt:
+            raise ValueError("cannot score this one")
+        out.append(math.nan if c.startswith("1") else float(c.strip() == a))
+    return out
+
+
+def test_failing_rewards_are_counted_and_training_goes_on(tmp_path):
+    tok, model, ds = tiny_setup()
+    _fragile.bad_prompt = ds[0]["prompt"]
+    args = ADPOConfig(**base_args(str(tmp_path), max_steps=3, shuffle_dataset=False))
+    tr = ADPOTrainer(
+        model=model, reward_funcs=_fragile, args=args, train_dataset=ds, processing_class=tok
+    )
+    tr.train()
+    logs = [h for h in tr.state.log_history if "rewards/_fragile/failures" in h]
+    assert sum(h["rewards/_fragile/failures"] for h in logs) >= 4  # the whole bad group at least
+    assert any(h["reward_unscorable_frac"] > 0 for h in logs)
+    assert all(math.isfinite(h["loss"]) for h in tr.state.log_history if "loss" in h)
+    assert tr.state.global_step == 3
+
+
+# ----------------------------------------------------------------------------- every trainer
+
+
+@pytest.mark.parametrize("loss", ["adpo-pl", "adpo", "opo", "grpo", "gspo", "dapo"])
+def test_each_objective_trains_end_to_end_on_the_tiny_model(tmp_path, loss):
+    from adpo.trainers.online import loss_config, make_trainer
+
+    tok, model, ds = tiny_setup()
+    args = loss_config(loss, **base_args(str(tmp_path), steps_per_generation=2, max_steps=2))
+    before = [p.detach().clone() for p in model.parameters()]
+    tr = make_trainer(loss, model, _graded, args, ds, tok)
+    tr.train()
+    logs = [h for h in tr.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(math.isfinite(h["loss"]) for h in logs)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    keys = set().union(*tr.state.log_history)
+    assert {"reward", "reward_std", "entropy", "grad_norm", "completions/mean_length"} <= keys
+    if loss in ("adpo-pl", "adpo", "opo"):
+        assert {"accuracy", "anchored_entropy", "kl_to_init", "zero_signal_frac"} <= keys
+        if loss != "opo":
+            assert "tau" in keys
+
+
+def test_loss_config_names_a_bad_override():
+    from adpo.trainers.online import loss_config
+
+    with pytest.raises(ValueError, match=r"\['alpha'\] are not fields of ADPOConfig"):
+        loss_config("adpo", output_dir="x", alpha=0.3)
+    with pytest.raises(ValueError, match="must be one of"):
+        loss_config("ppo", output_dir="x")

@@ -1,0 +1,128 @@
+"""Reward functions: math-verify answers, exact match, arithmetic, format, and the guard."""
+
+import math
+
+import pytest
+
+from adpo.rewards import (
+    FormatReward,
+    GuardedReward,
+    arithmetic_reward,
+    completion_text,
+    exact_match_reward,
+    extract_boxed,
+    guard_reward,
+    math_reward,
+    normalize_answer,
+)
+from adpo.rewards.math import extract_boxed_all, parse_gold
+
+
+def test_extract_boxed_balances_braces_and_takes_the_last():
+    text = r"first \boxed{1} then \boxed{\frac{1}{2}} and \fbox{x}"
+    assert extract_boxed_all(text) == ["1", r"\frac{1}{2}", "x"]
+    assert extract_boxed(text) == "x"
+    assert extract_boxed("no box") is None
+    assert extract_boxed(r"\boxed{unclosed") is None
+
+
+def test_math_reward_equivalent_forms_and_wrong_answers():
+    solutions = [r"So the answer is $\boxed{\frac{1}{2}}$."] * 4 + [r"\boxed{3}"]
+    completions = [
+        r"the answer is \boxed{\frac{1}{2}}",
+        r"$\boxed{0.5}$",
+        r"\boxed{\frac{1}{3}}",
+        "I do not know",
+        [{"role": "assistant", "content": r"\boxed{3}"}],  # conversational completion
+    ]
+    assert math_reward(completions, solutions) == [1.0, 1.0, 0.0, 0.0, 1.0]
+
+
+def test_math_reward_unparsable_gold_gives_none_not_zero():
+    assert parse_gold("no answer anywhere") == []
+    assert math_reward([r"\boxed{1}"], ["no answer anywhere"]) == [None]
+    assert math_reward([r"\boxed{1}"], [None]) == [None]
+
+
+def test_math_reward_length_mismatch():
+    with pytest.raises(ValueError, match="2 completions but 1 solutions"):
+        math_reward(["a", "b"], [r"\boxed{1}"])
+
+
+def test_exact_match_normalises_and_prefers_boxed():
+    assert normalize_answer(" $1,000$. ") == "1000"
+    assert normalize_answer(r"\text{Paris}") == "paris"
+    got = exact_match_reward([r"so \boxed{Paris}", " paris. ", "Lyon", "x"], ["Paris"] * 3 + [None])
+    assert got == [1.0, 1.0, 0.0, None]
+
+
+def test_arithmetic_reward_reads_the_leading_integer():
+    assert arithmetic_reward(
+        ["46", "46 because", "-3", "4 6", ""], ["46", "46", "-3", "46", "0"]
+    ) == [
+        1.0,
+        1.0,
+        1.0,
+        0.0,
+        0.0,
+    ]
+
+
+def test_format_reward_default_and_pattern():
+    f = FormatReward()
+    assert f.__name__ == "format"
+    assert f([r"\boxed{1}", r"\boxed{1}\boxed{2}", r"\boxed{ }", "none"]) == [1.0, 0.0, 0.0, 0.0]
+    g = FormatReward(r"^\d+$", name="digits")
+    assert g(["12", "12a"]) == [1.0, 0.0]
+
+
+def test_completion_text_rejects_other_types():
+    assert (
+        completion_text([{"role": "assistant", "content": [{"type": "text", "text": "hi"}]}])
+        == "hi"
+    )
+    with pytest.raises(TypeError, match="string or a list of messages"):
+        completion_text(3)
+
+
+def _flaky(completions, answer, **kwargs):
+    """Raises on the whole batch when any completion is 'boom'; NaN for 'nan'."""
+    out = []
+    for c, a in zip(completions, answer, strict=True):
+        if c == "boom":
+            raise RuntimeError("parser crashed")
+        out.append(math.nan if c == "nan" else float(c == a))
+    return out
+
+
+def test_guard_turns_failures_into_none_counts_and_logs_them():
+    logged = {}
+    g = guard_reward(_flaky)
+    assert isinstance(g, GuardedReward) and g.__name__ == "_flaky"
+    out = g(
+        prompts=["p"] * 4,
+        completions=["1", "boom", "nan", "2"],
+        answer=["1", "1", "1", "1"],
+        log_metric=lambda k, v: logged.__setitem__(k, v),
+        trainer_state=None,
+    )
+    assert out == [1.0, None, None, 0.0]  # the good samples keep their reward
+    assert (g.calls, g.failures) == (4, 2)
+    assert logged == {"rewards/_flaky/failures": 2.0}
+    assert guard_reward(g) is g
+
+
+def test_guard_passes_none_through_and_rejects_wrong_lengths():
+    g = guard_reward(lambda completions, **kw: [None] * len(completions), name="skip")
+    assert g(completions=["a", "b"]) == [None, None] and g.failures == 0
+    bad = guard_reward(lambda completions, **kw: [1.0], name="short")
+    with pytest.raises(ValueError, match="returned 1 values for 2 completions"):
+        bad(completions=["a", "b"])
+    with pytest.raises(TypeError, match="callable"):
+        guard_reward(3)
+
+    async def coro(completions, **kw):
+        return [1.0]
+
+    with pytest.raises(TypeError, match="async"):
+        guard_reward(coro)
