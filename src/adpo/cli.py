@@ -45,6 +45,16 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "main",
         "loss and actor-update time per method, log-prob memory (ADPO paper app. F)",
     ),
+    "distill": (
+        "adpo.experiments.distill",
+        "main",
+        "MuJoCo policy distillation: KD vs anchored students (ADPO paper §6.2, table 2)",
+    ),
+    "distill-teacher": (
+        "adpo.experiments.distill_teacher",
+        "main",
+        "train a SAC teacher (stable-baselines3) for `adpo bench distill`",
+    ),
 }
 
 
