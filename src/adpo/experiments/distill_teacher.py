@@ -17,10 +17,12 @@ Everything distillation needs is in *pre-tanh* ("Gaussian") coordinates ``z``: t
 bijection, so the KL between two squashed Gaussians equals the KL between the Gaussians,
 and the tanh Jacobian is the same for every policy and cancels in anchored logits.
 
-Retrain the committed teachers (see ``results/distill/README.md`` for the budgets)::
+Retrain the committed teachers (budgets, times and returns: the README's distillation
+section and ``results/distill/teachers/<env>.json``)::
 
-    adpo bench distill-teacher --env HalfCheetah-v5 --steps 150000 --out results/distill/teachers
-    adpo bench distill-teacher --env Hopper-v5 --steps 150000 --out results/distill/teachers
+    adpo bench distill-teacher --env HalfCheetah-v5 --steps 100000 --out results/distill/teachers
+    adpo bench distill-teacher --env Hopper-v5 --steps 100000 --seed 1 --learning-starts 10000 \
+        --out results/distill/teachers
 """
 
 from __future__ import annotations
