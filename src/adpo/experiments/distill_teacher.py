@@ -20,9 +20,10 @@ and the tanh Jacobian is the same for every policy and cancels in anchored logit
 Retrain the committed teachers (budgets, times and returns: the README's distillation
 section and ``results/distill/teachers/<env>.json``)::
 
-    adpo bench distill-teacher --env HalfCheetah-v5 --steps 100000 --out results/distill/teachers
-    adpo bench distill-teacher --env Hopper-v5 --steps 100000 --seed 1 --learning-starts 10000 \
-        --out results/distill/teachers
+    adpo bench distill-teacher --env HalfCheetah-v5 --steps 100000
+    adpo bench distill-teacher --env Hopper-v5 --steps 100000 --seed 1 --learning-starts 10000
+
+(``--out`` defaults to ``results/distill/teachers``.)
 """
 
 from __future__ import annotations
