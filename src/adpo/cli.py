@@ -60,6 +60,16 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "main",
         "online RL on the demo task: adpo-pl, adpo, opo, grpo, gspo, dapo × seeds",
     ),
+    "distill": (
+        "adpo.experiments.distill",
+        "main",
+        "MuJoCo policy distillation: KD vs anchored students (ADPO paper §6.2, table 2)",
+    ),
+    "distill-teacher": (
+        "adpo.experiments.distill_teacher",
+        "main",
+        "train a SAC teacher (stable-baselines3) for `adpo bench distill`",
+    ),
 }
 
 
