@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from adpo.experiments.efficiency import EfficiencyConfig, logprob_functions, run, saved_bytes
 
@@ -55,3 +56,39 @@ def test_run_writes_results(tmp_path):
     assert next(r for r in data["losses"] if r["method"] == "grpo")["loss_vs_grpo"] == 1.0
     with pytest.raises(ValueError, match="group"):
         EfficiencyConfig(group=1)
+    with pytest.raises(ValueError, match="model_dtype"):
+        EfficiencyConfig(model_dtype="float16")
+    with pytest.raises(ValueError, match="device"):
+        EfficiencyConfig(device="gpu0")
+
+
+def test_cuda_device_rejected_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        EfficiencyConfig(device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_run_reports_peak_memory(tmp_path):
+    cfg = EfficiencyConfig(
+        out=str(tmp_path),
+        device="cuda",
+        model_dtype="bfloat16",
+        prompts=2,
+        group=4,
+        tokens=16,
+        repeats=2,
+        model_tokens=8,
+        model_hidden=32,
+        model_layers=1,
+        model_vocab=64,
+        vocab=8192,
+        memory_rows=1024,
+        chunk_size=128,
+    )
+    data = run(cfg)
+    assert data["device"].startswith("cuda")
+    mem = data["logprob_memory"]
+    # the fused LM head never holds the [R, V] logits: a lower CUDA peak than the full path
+    assert mem["linear_logps"]["peak_MB"] < mem["full log_softmax"]["peak_MB"]

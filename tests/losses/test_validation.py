@@ -160,3 +160,24 @@ def test_mask_that_empties_a_sequence_names_the_candidate():
 def test_no_silent_broadcast_of_reference():
     with pytest.raises(ValueError, match="same shape"):
         adpo_loss(lp, ref[:1], r)  # [1, G] would broadcast; it must not
+
+
+def test_coarse_dtype_targets_are_accepted_to_their_rounding_and_renormalised():
+    # a bf16 teacher softmax sums to 1 only within bf16 rounding (found on a GPU run)
+    logits = torch.randn(B, 8, generator=torch.Generator().manual_seed(3))
+    q16 = torch.softmax(logits, -1).to(torch.bfloat16)
+    assert (q16.float().sum(-1) - 1).abs().max() > 1e-4  # would fail the float32 tolerance
+    x = torch.randn(B, 8)
+    exact = q16.float() / q16.float().sum(-1, keepdim=True)
+    for fn in (
+        lambda q: kd_loss(x, q).loss,
+        lambda q: adpo_loss(x, torch.zeros(B, 8), targets=q).loss,
+        lambda q: reverse_adpo_loss(x, torch.zeros(B, 8), targets=q).loss,
+    ):
+        torch.testing.assert_close(fn(q16), fn(exact))
+    # float32 targets for a float64 loss: float32 rounding is accepted too
+    q32 = torch.softmax(logits, -1)
+    kd_loss(x.double(), q32)
+    # but a bf16 row that is far from a distribution is still refused
+    with pytest.raises(ValueError, match="sum to 1"):
+        kd_loss(x, (q16.float() * 1.1).to(torch.bfloat16))

@@ -16,7 +16,11 @@ baseline timed in the same run:
 
 Run::
 
-    adpo bench efficiency --out runs/efficiency
+    adpo bench efficiency --out runs/efficiency            # CUDA when available, else CPU
+    adpo bench efficiency --device cuda --model-dtype bfloat16 --model-hidden 2048 …
+
+On CUDA every timing is taken to ``torch.cuda.synchronize()`` and the memory part also
+reports the peak allocation above the starting point (``peak_MB``).
 
 Writes ``efficiency.json``, ``efficiency.csv`` and ``efficiency.png``; prints the tables.
 """
@@ -76,6 +80,10 @@ class EfficiencyConfig:
     """layers of that model"""
     model_vocab: int = 512
     """vocabulary of that model"""
+    model_heads: int = 4
+    """attention heads of that model (key/value heads: half as many)"""
+    model_intermediate: int | None = None
+    """MLP width of that model (None: 4 × hidden)"""
     vocab: int = 8192
     """V for the log-prob memory measurement"""
     logits_dtype: str = "bfloat16"
@@ -86,6 +94,11 @@ class EfficiencyConfig:
     """rows per chunk for the chunked log-prob functions"""
     seed: int = 0
     """seed of the synthetic batch"""
+    device: str = "auto"
+    """"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N"; CUDA timings are
+    taken after ``torch.cuda.synchronize()`` and the memory part also reports the peak"""
+    model_dtype: str = "float32"
+    """parameter dtype of the actor-update model ("bfloat16" is what GPU training uses)"""
 
     def __post_init__(self) -> None:
         for name in (
@@ -94,6 +107,7 @@ class EfficiencyConfig:
             "tokens",
             "repeats",
             "model_tokens",
+            "model_heads",
             "vocab",
             "memory_rows",
             "chunk_size",
@@ -102,10 +116,20 @@ class EfficiencyConfig:
                 raise ValueError(
                     f"EfficiencyConfig: `{name}` must be >= 1, got {getattr(self, name)}"
                 )
-        if self.logits_dtype not in ("bfloat16", "float32"):
-            raise ValueError(
-                f"EfficiencyConfig: `logits_dtype` must be 'bfloat16' or 'float32', got {self.logits_dtype!r}"
-            )
+        for name in ("logits_dtype", "model_dtype"):
+            if getattr(self, name) not in ("bfloat16", "float32"):
+                raise ValueError(
+                    f"EfficiencyConfig: `{name}` must be 'bfloat16' or 'float32', got {getattr(self, name)!r}"
+                )
+        if self.device != "auto":
+            try:
+                dev = torch.device(self.device)
+            except RuntimeError as e:
+                raise ValueError(f"EfficiencyConfig: bad `device` {self.device!r}: {e}") from None
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(
+                    f"EfficiencyConfig: `device` {self.device!r} asked for, but CUDA is not available"
+                )
         if self.group < 2:
             raise ValueError(
                 f"EfficiencyConfig: `group` must be >= 2 (listwise losses), got {self.group}"
@@ -129,29 +153,46 @@ def loss_fn(method: str) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
     return f
 
 
-def _median_time(step: Callable[[], None], repeats: int) -> float:
+def resolve_device(cfg: EfficiencyConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":  # kernels run asynchronously: time them to completion
+        torch.cuda.synchronize(device)
+
+
+def _median_time(step: Callable[[], None], repeats: int, device: torch.device) -> float:
     for _ in range(3):
         step()
     times = []
     for _ in range(repeats):
+        _sync(device)
         t0 = time.perf_counter()
         step()
+        _sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def synthetic_batch(cfg: EfficiencyConfig, T: int) -> tuple[Tensor, Tensor, Tensor]:
-    g = torch.Generator().manual_seed(cfg.seed)
+def synthetic_batch(
+    cfg: EfficiencyConfig, T: int, device: torch.device | str = "cpu"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``old [B, G, T]``, right-padded ``mask [B, G, T]``, binary ``rewards [B, G]``."""
+    g = torch.Generator().manual_seed(cfg.seed)  # drawn on the CPU: same batch on every device
     B, G = cfg.prompts, cfg.group
-    old = -torch.rand(B, G, T, generator=g) * 3  # (B, G, T)
+    old = -torch.rand(B, G, T, generator=g) * 3
     lengths = torch.randint(T // 4, T + 1, (B, G), generator=g)
-    mask = torch.arange(T)[None, None, :] < lengths[..., None]  # (B, G, T) right-padded
+    mask = torch.arange(T)[None, None, :] < lengths[..., None]
     rewards = torch.randint(0, 2, (B, G), generator=g).float()
-    return old, mask, rewards
+    return old.to(device), mask.to(device), rewards.to(device)
 
 
 def measure_losses(cfg: EfficiencyConfig) -> dict[str, float]:
-    old, mask, rewards = synthetic_batch(cfg, cfg.tokens)
+    device = resolve_device(cfg)
+    old, mask, rewards = synthetic_batch(cfg, cfg.tokens, device)
     out = {}
     for m in METHODS:
         f = loss_fn(m)
@@ -161,7 +202,7 @@ def measure_losses(cfg: EfficiencyConfig) -> dict[str, float]:
             lp.grad = None
             f(lp, old, rewards, mask).backward()
 
-        out[m] = _median_time(step, cfg.repeats)
+        out[m] = _median_time(step, cfg.repeats, device)
     return out
 
 
@@ -169,18 +210,23 @@ def measure_actor_update(cfg: EfficiencyConfig) -> dict[str, float]:
     from adpo.logprobs import causal_lm_logps
     from adpo.tiny import tiny_qwen3
 
-    model = tiny_qwen3(
-        cfg.model_vocab,
-        hidden_size=cfg.model_hidden,
-        num_layers=cfg.model_layers,
-        max_position_embeddings=2 * cfg.model_tokens + 8,
-        seed=cfg.seed,
-    )
+    device = resolve_device(cfg)
+    with device:  # initialise where it runs: a 1.7B-parameter init on the CPU takes minutes
+        model = tiny_qwen3(
+            cfg.model_vocab,
+            hidden_size=cfg.model_hidden,
+            num_layers=cfg.model_layers,
+            num_heads=cfg.model_heads,
+            num_kv_heads=max(1, cfg.model_heads // 2),
+            intermediate_size=cfg.model_intermediate,
+            max_position_embeddings=2 * cfg.model_tokens + 8,
+            seed=cfg.seed,
+        ).to(dtype=getattr(torch, cfg.model_dtype))
     g = torch.Generator().manual_seed(cfg.seed)
     N, P, T = cfg.prompts * cfg.group, 16, cfg.model_tokens
-    ids = torch.randint(4, cfg.model_vocab, (N, P + T), generator=g)
+    ids = torch.randint(4, cfg.model_vocab, (N, P + T), generator=g).to(device)
     attn = torch.ones_like(ids)
-    _, mask, rewards = synthetic_batch(cfg, T)
+    _, mask, rewards = synthetic_batch(cfg, T, device)
     with torch.no_grad():
         old = causal_lm_logps(model, ids, attn, logits_to_keep=T).reshape(cfg.prompts, cfg.group, T)
     out = {}
@@ -192,7 +238,7 @@ def measure_actor_update(cfg: EfficiencyConfig) -> dict[str, float]:
             lp = causal_lm_logps(model, ids, attn, logits_to_keep=T, chunk_size=cfg.chunk_size)
             f(lp.reshape(cfg.prompts, cfg.group, T), old, rewards, mask).backward()
 
-        out[m] = _median_time(step, max(3, cfg.repeats // 4))
+        out[m] = _median_time(step, max(3, cfg.repeats // 4), device)
     return out
 
 
@@ -211,14 +257,27 @@ def saved_bytes(fn: Callable[[], Tensor]) -> int:
     return sum(seen.values())
 
 
+def peak_bytes(fn: Callable[[], Tensor], device: torch.device) -> int | None:
+    """CUDA only: peak allocated bytes above the starting point during forward + backward."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    start = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn().sum().backward()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - start
+
+
 def logprob_functions(cfg: EfficiencyConfig) -> dict[str, Callable[[], Tensor]]:
     """The three ways to get target-token log-probs from hidden states, as closures."""
     g = torch.Generator().manual_seed(cfg.seed)
     R, H, V = cfg.memory_rows, 64, cfg.vocab
-    dtype = getattr(torch, cfg.logits_dtype)
-    hidden = torch.randn(R, H, generator=g).to(dtype).requires_grad_()
-    W = (torch.randn(V, H, generator=g) * 0.05).to(dtype).requires_grad_()
-    idx = torch.randint(0, V, (R,), generator=g)
+    device, dtype = resolve_device(cfg), getattr(torch, cfg.logits_dtype)
+    hidden = torch.randn(R, H, generator=g).to(device, dtype).requires_grad_()
+    W = (torch.randn(V, H, generator=g) * 0.05).to(device, dtype).requires_grad_()
+    idx = torch.randint(0, V, (R,), generator=g).to(device)
     return {
         # what most trainers do: a float32 log-softmax over the whole [R, V]
         "full log_softmax": lambda: (
@@ -232,18 +291,23 @@ def logprob_functions(cfg: EfficiencyConfig) -> dict[str, Callable[[], Tensor]]:
 
 
 def measure_logprob_memory(cfg: EfficiencyConfig) -> dict[str, dict[str, float]]:
+    device = resolve_device(cfg)
     out = {}
     for name, fn in logprob_functions(cfg).items():
         nbytes = saved_bytes(fn)
-        secs = _median_time(lambda fn=fn: fn().sum().backward(), max(3, cfg.repeats // 4))
+        peak = peak_bytes(fn, device)
+        secs = _median_time(lambda fn=fn: fn().sum().backward(), max(3, cfg.repeats // 4), device)
         out[name] = {"saved_MB": nbytes / 2**20, "seconds": secs}
+        if peak is not None:
+            out[name]["peak_MB"] = peak / 2**20
     return out
 
 
 def run(cfg: EfficiencyConfig) -> dict:
     out = prepare_out(cfg.out)
     torch.manual_seed(cfg.seed)
-    console.print("[bold]efficiency[/]: loss-only timings …")
+    device = resolve_device(cfg)
+    console.print(f"[bold]efficiency[/]: on {device}; loss-only timings …")
     loss_t = measure_losses(cfg)
     console.print("[bold]efficiency[/]: actor-update timings …")
     actor_t = measure_actor_update(cfg)
@@ -266,6 +330,7 @@ def run(cfg: EfficiencyConfig) -> dict:
             **v,
             "saved_vs_full": v["saved_MB"] / base_mem["saved_MB"],
             "time_vs_full": v["seconds"] / base_mem["seconds"],
+            **({"peak_vs_full": v["peak_MB"] / base_mem["peak_MB"]} if "peak_MB" in v else {}),
         }
         for k, v in mem.items()
     }
@@ -275,6 +340,8 @@ def run(cfg: EfficiencyConfig) -> dict:
         "config": asdict(cfg),
         "losses": rows,
         "logprob_memory": mem_rows,
+        "device": str(device)
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "environment": {**environment(), "loadavg": list(__import__("os").getloadavg())},
     }
     write_json(out / "efficiency.json", summary)
@@ -325,7 +392,8 @@ def _print(summary: dict) -> None:
 
     c = summary["config"]
     t = Table(
-        title=f"B={c['prompts']} G={c['group']}: loss (T={c['tokens']}) and actor update (T={c['model_tokens']})"
+        title=f"{summary.get('device', 'cpu')}, B={c['prompts']} G={c['group']}: loss (T={c['tokens']})"
+        f" and actor update (T={c['model_tokens']}, {c['model_dtype']})"
     )
     for col in ("method", "loss ms", "× GRPO", "update ms", "× GRPO"):
         t.add_column(col, justify="right")
@@ -341,16 +409,22 @@ def _print(summary: dict) -> None:
     t = Table(
         title=f"target-token log-probs from {c['memory_rows']}×{c['vocab']} {c['logits_dtype']} logits"
     )
-    for col in ("method", "saved for backward (MB)", "× full", "fwd+bwd s", "× full"):
+    mem = summary["logprob_memory"]
+    has_peak = all("peak_MB" in v for v in mem.values())
+    cols = ["method", "saved for backward (MB)", "× full", "fwd+bwd s", "× full"]
+    for col in cols + (["peak MB (CUDA)", "× full"] if has_peak else []):
         t.add_column(col, justify="right")
-    for k, v in summary["logprob_memory"].items():
-        t.add_row(
+    for k, v in mem.items():
+        cells = [
             k,
             f"{v['saved_MB']:.1f}",
             f"{v['saved_vs_full']:.3f}",
             f"{v['seconds']:.3f}",
             f"{v['time_vs_full']:.2f}",
-        )
+        ]
+        if has_peak:
+            cells += [f"{v['peak_MB']:.1f}", f"{v['peak_vs_full']:.3f}"]
+        t.add_row(*cells)
     console.print(t)
 
 
