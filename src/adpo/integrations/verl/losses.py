@@ -237,9 +237,8 @@ def _refuse_weights(fn: str, rollout_is_weights: Tensor | None) -> None:
         )
 
 
-def _adpo(
+def _prepare(
     fn: str,
-    mode: str,
     old_log_prob: Tensor,
     log_prob: Tensor,
     advantages: Tensor,
@@ -247,14 +246,29 @@ def _adpo(
     config: Any,
     rollout_is_weights: Tensor | None,
 ):
+    """What every registered loss does first: refuse IS weights, read and check its config
+    (``loss_mode`` must name ``fn``), lay the micro-batch out as whole groups."""
     _refuse_weights(fn, rollout_is_weights)
     lc = loss_config(fn, config)
-    if lc.loss_mode != mode:
+    if lc.loss_mode != fn:
         raise ValueError(
-            f"{fn}: called as {mode!r} but {_KEY}.policy_loss.loss_mode is {lc.loss_mode!r}"
+            f"{fn}: called as {fn!r} but {_KEY}.policy_loss.loss_mode is {lc.loss_mode!r}"
         )
-    lp, old, adv, mask = group_layout(
-        fn, old_log_prob, log_prob, advantages, response_mask, config, lc
+    return lc, *group_layout(fn, old_log_prob, log_prob, advantages, response_mask, config, lc)
+
+
+def _adpo(
+    fn: str,
+    old_log_prob: Tensor,
+    log_prob: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    config: Any,
+    rollout_is_weights: Tensor | None,
+):
+    """The three ADPO modes differ only in ``lc.resolved_target``."""
+    lc, lp, old, adv, mask = _prepare(
+        fn, old_log_prob, log_prob, advantages, response_mask, config, rollout_is_weights
     )
     out = adpo_loss(
         lp,
@@ -295,9 +309,7 @@ def compute_adpo_listwise_loss(
         and float metrics ``actor/adpo/*`` (anchored entropy, target entropy, |Δ|, τ, …).
     """
     fn = "adpo_listwise"
-    return _adpo(
-        fn, fn, old_log_prob, log_prob, advantages, response_mask, config, rollout_is_weights
-    )
+    return _adpo(fn, old_log_prob, log_prob, advantages, response_mask, config, rollout_is_weights)
 
 
 @register_policy_loss("adpo_pl")
@@ -317,9 +329,7 @@ def compute_adpo_pl_loss(
     :func:`compute_adpo_listwise_loss`.
     """
     fn = "adpo_pl"
-    return _adpo(
-        fn, fn, old_log_prob, log_prob, advantages, response_mask, config, rollout_is_weights
-    )
+    return _adpo(fn, old_log_prob, log_prob, advantages, response_mask, config, rollout_is_weights)
 
 
 @register_policy_loss("adpo_top1")
@@ -337,9 +347,7 @@ def compute_adpo_top1_loss(
     Args/returns as in :func:`compute_adpo_listwise_loss`.
     """
     fn = "adpo_top1"
-    return _adpo(
-        fn, fn, old_log_prob, log_prob, advantages, response_mask, config, rollout_is_weights
-    )
+    return _adpo(fn, old_log_prob, log_prob, advantages, response_mask, config, rollout_is_weights)
 
 
 @register_policy_loss(OPO_LOSS_MODE)
@@ -358,15 +366,14 @@ def compute_orthogonalized_po_loss(
     (see :func:`adpo.losses.opo_loss`). Args/returns as in
     :func:`compute_adpo_listwise_loss`; metrics ``actor/opo/*``.
     """
-    fn = OPO_LOSS_MODE
-    _refuse_weights(fn, rollout_is_weights)
-    lc = loss_config(fn, config)
-    if lc.loss_mode != fn:
-        raise ValueError(
-            f"{fn}: called as {fn!r} but {_KEY}.policy_loss.loss_mode is {lc.loss_mode!r}"
-        )
-    lp, old, adv, mask = group_layout(
-        fn, old_log_prob, log_prob, advantages, response_mask, config, lc
+    lc, lp, old, adv, mask = _prepare(
+        OPO_LOSS_MODE,
+        old_log_prob,
+        log_prob,
+        advantages,
+        response_mask,
+        config,
+        rollout_is_weights,
     )
     out = opo_loss(
         lp,
