@@ -1,4 +1,4 @@
-"""Small helpers shared by experiments: output folders, JSON/CSV writing, console."""
+"""Small helpers shared by experiments: output folders, JSON/CSV writing, console, progress."""
 
 from __future__ import annotations
 
@@ -14,6 +14,34 @@ from typing import Any
 from rich.console import Console
 
 console = Console(stderr=True)
+
+
+def progress_bar(
+    label: str = "[bold]{task.description}",
+    *,
+    info: bool = False,
+    enabled: bool = True,
+    transient: bool = False,
+):
+    """The progress bar of every long job: label, bar, n/N, elapsed, remaining.
+
+    ``label`` is a rich format string of the task; ``info=True`` adds a column showing the
+    task's ``info`` field (e.g. the latest reward). Returns a ``rich.progress.Progress``.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn()]
+    if info:
+        columns.append(TextColumn("{task.fields[info]}"))
+    columns += [TimeElapsedColumn(), TimeRemainingColumn()]
+    return Progress(*columns, console=console, disable=not enabled, transient=transient)
 
 
 def prepare_out(out: str | Path) -> Path:

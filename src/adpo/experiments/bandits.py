@@ -64,6 +64,7 @@ from adpo.experiments._io import (
     console,
     environment,
     prepare_out,
+    progress_bar,
     write_csv,
     write_json,
 )
@@ -858,28 +859,6 @@ class _Sweep:
         ]
 
 
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]bandits[/] {task.description:<42}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    )
-
-
 def summarize(rows: list[dict], scaling_rows: list[dict], cfg: BanditsConfig) -> dict:
     """The ``summary.json`` dictionary (everything but timing and provenance)."""
 
@@ -974,7 +953,7 @@ def run(cfg: BanditsConfig) -> dict:
     rows: list[dict] = []
     scaling_rows: list[dict] = []
     train_s = 0.0  # training time of all jobs (all seeds at once), excluding set-up
-    with _progress(cfg.progress) as bar:
+    with progress_bar("[bold]bandits[/] {task.description:<42}", enabled=cfg.progress) as bar:
         task = bar.add_task("", total=len(jobs))
         for sc, m, h, main_sweep in jobs:
             bar.update(task, description=f"{sc} · {m}" + ("" if main_sweep else f" · H={h}"))

@@ -33,7 +33,14 @@ from typing import Any, Literal
 
 import tyro
 
-from adpo.experiments._io import command_line, console, environment, prepare_out, write_json
+from adpo.experiments._io import (
+    command_line,
+    console,
+    environment,
+    prepare_out,
+    progress_bar,
+    write_json,
+)
 
 Loss = Literal["adpo-pl", "adpo", "opo", "grpo", "gspo", "dapo"]
 
@@ -186,9 +193,7 @@ def warm_start(cfg: DemoConfig) -> WarmStart:
     elapsed = timer()
     kw = dict(steps=cfg.warmup_steps, lr=cfg.warmup_lr, seed=cfg.seed)
     if cfg.progress and cfg.warmup_steps:
-        from rich.progress import Progress
-
-        with Progress(console=console, transient=True) as bar:
+        with progress_bar(transient=True) as bar:
             task = bar.add_task("warm start (SFT)", total=cfg.warmup_steps)
             losses = supervised_warm_start(
                 model, tok, warm_rows, on_step=lambda s, _l: bar.update(task, completed=s + 1), **kw

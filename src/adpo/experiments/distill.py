@@ -78,6 +78,7 @@ from adpo.experiments._io import (
     console,
     environment,
     prepare_out,
+    progress_bar,
     write_csv,
     write_json,
 )
@@ -746,19 +747,10 @@ def run(cfg: DistillConfig) -> dict:
         f"random {np.mean(random_rets):.1f} ({episodes} episodes)"
     )
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     per_run: list[dict] = []
     train_log: list[dict] = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
+    with progress_bar() as progress:
         task = progress.add_task("updates", total=cfg.steps * len(seeds) * len(cfg.methods))
         for seed in seeds:
             t0 = time.perf_counter()

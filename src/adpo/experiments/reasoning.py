@@ -46,6 +46,7 @@ from adpo.experiments._io import (
     console,
     environment,
     prepare_out,
+    progress_bar,
     write_csv,
     write_json,
 )
@@ -108,7 +109,6 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 def run(cfg: ReasoningConfig) -> dict[str, Any]:
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from adpo.experiments.demo import reinforce, warm_start
 
@@ -117,13 +117,7 @@ def run(cfg: ReasoningConfig) -> dict[str, Any]:
     curves: list[dict[str, Any]] = []
     total = len(cfg.seeds) * len(cfg.losses)
     t_start = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
+    with progress_bar() as bar:
         job = bar.add_task("reasoning bench", total=total)
         for seed in cfg.seeds:
             base = replace(cfg.task, seed=seed, out=None, progress=False, plot=False)

@@ -279,37 +279,20 @@ def greedy_accuracy(
 
 def RichProgress(total: int, description: str = "RL", metric: str = "reward"):
     """A ``TrainerCallback`` that draws a rich progress bar and the latest ``metric``."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
     from transformers import TrainerCallback
 
-    from adpo.experiments._io import console
+    from adpo.experiments._io import progress_bar
 
     class _RichProgress(TrainerCallback):
         def __init__(self) -> None:
-            self.progress: Progress | None = None
+            self.progress = None  # a rich Progress while training runs
             self.task = None
             self.last = math.nan
 
         def on_train_begin(self, args, state, control, **kwargs):
             if not state.is_world_process_zero:
                 return
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=console,
-                transient=False,
-            )
+            self.progress = progress_bar(info=True)
             self.progress.start()
             self.task = self.progress.add_task(
                 description, total=total, info="", completed=state.global_step
