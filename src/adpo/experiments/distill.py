@@ -352,6 +352,21 @@ def teacher_scores(
     raise ValueError(f"teacher_scores: `score` must be 'logp' or 'q', got {score!r}")
 
 
+def scored_candidates(
+    batch: Batch, cfg: DistillConfig, teacher: Teacher, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """``cfg``'s candidates for ``batch`` and the teacher's scores: ``[B, K, A]``, ``[B, K]``."""
+    z = make_candidates(
+        batch.mean,
+        batch.log_std,
+        cfg.candidates,
+        samples=cfg.teacher_samples,
+        perturb_std=cfg.perturb_std,
+        generator=generator,
+    )
+    return z, teacher_scores(batch, z, cfg.score, teacher)
+
+
 # ---------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------
@@ -685,15 +700,7 @@ def train_student(
         for _ in range(n_updates):
             idx = torch.randint(len(data), (cfg.batch_size,), generator=gen)
             batch = data[idx]
-            z = make_candidates(
-                batch.mean,
-                batch.log_std,
-                cfg.candidates,
-                samples=cfg.teacher_samples,
-                perturb_std=cfg.perturb_std,
-                generator=gen,
-            )  # (B, K, A)
-            scores = teacher_scores(batch, z, cfg.score, teacher)  # (B, K)
+            z, scores = scored_candidates(batch, cfg, teacher, gen)  # (B, K, A), (B, K)
             loss, _ = student_loss(spec, student, anchor, batch, z, scores, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -769,17 +776,8 @@ def run(cfg: DistillConfig) -> dict:
                 stochastic=cfg.collect == "sample",
             )
             g = torch.Generator().manual_seed(777 + seed)
-            val_z = make_candidates(
-                val.mean,
-                val.log_std,
-                cfg.candidates,
-                samples=cfg.teacher_samples,
-                perturb_std=cfg.perturb_std,
-                generator=g,
-            )  # (N, K, A)
-            val_q = torch.softmax(
-                teacher_scores(val, val_z, cfg.score, teacher) / cfg.target_temp, -1
-            )
+            val_z, val_scores = scored_candidates(val, cfg, teacher, g)  # (N, K, A), (N, K)
+            val_q = torch.softmax(val_scores / cfg.target_temp, -1)
             collect_s = time.perf_counter() - t0
             for name in cfg.methods:
                 progress.update(task, description=f"seed {seed} {name}")
