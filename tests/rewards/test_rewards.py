@@ -1,5 +1,6 @@
 """Reward functions: math-verify answers, exact match, arithmetic, format, and the guard."""
 
+import functools
 import math
 
 import pytest
@@ -12,6 +13,7 @@ from adpo.rewards import (
     exact_match_reward,
     extract_boxed,
     guard_reward,
+    guard_reward_funcs,
     math_reward,
     normalize_answer,
 )
@@ -126,3 +128,20 @@ def test_guard_passes_none_through_and_rejects_wrong_lengths():
 
     with pytest.raises(TypeError, match="async"):
         guard_reward(coro)
+    with pytest.raises(TypeError, match="async"):  # a partial of an async function too
+        guard_reward(functools.partial(coro, flag=1))
+
+
+def test_guard_reward_funcs_guards_only_synchronous_callables():
+    import torch
+
+    async def coro(completions, **kw):
+        return [1.0]
+
+    model = torch.nn.Linear(1, 1)
+    out = guard_reward_funcs(["org/reward-model", model, coro, arithmetic_reward])
+    assert out[0] == "org/reward-model" and out[1] is model and out[2] is coro
+    assert isinstance(out[3], GuardedReward)
+    single = guard_reward_funcs(arithmetic_reward)  # one function → a list of one
+    assert len(single) == 1 and isinstance(single[0], GuardedReward)
+    assert guard_reward_funcs(single)[0] is single[0]  # guarding twice changes nothing

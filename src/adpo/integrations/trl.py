@@ -62,7 +62,6 @@ import copy
 import math
 import os
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +80,7 @@ from trl.trainer.utils import (
 
 from adpo.anchors import EMAAnchor, FixedAnchor
 from adpo.losses import LossOutput, adpo_loss, opo_loss
-from adpo.rewards.guard import guard_reward
+from adpo.rewards.guard import guard_reward_funcs
 from adpo.schedules import GuardedTemperature
 
 __all__ = [
@@ -449,11 +448,7 @@ class _AnchoredGroupTrainer(GRPOTrainer):
                 f"{cls}: `args` must be a {self._config_class.__name__}, got {type(args).__name__}"
             )
         if args.guard_rewards and reward_funcs is not None:
-            funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
-            reward_funcs = [
-                f if isinstance(f, (str, nn.Module)) or _is_async(f) else guard_reward(f)
-                for f in funcs
-            ]
+            reward_funcs = guard_reward_funcs(reward_funcs)
         super().__init__(
             model=model,
             reward_funcs=reward_funcs,
@@ -915,9 +910,3 @@ def _is_peft(model: nn.Module) -> bool:
     except ImportError:  # pragma: no cover - peft is part of the hf extra
         return False
     return isinstance(model, PeftModel)
-
-
-def _is_async(fn: Callable) -> bool:
-    from trl.trainer.utils import is_async_callable
-
-    return is_async_callable(fn)

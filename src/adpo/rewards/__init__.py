@@ -16,7 +16,8 @@ leaves the completion out of the group baseline).
 * :class:`FormatReward` — 1.0 when the completion matches a pattern (default: exactly one
   ``\\boxed{…}``).
 * :func:`guard_reward` — wraps any reward so that a sample whose reward raises or is not
-  finite becomes ``None`` (counted and logged) instead of stopping the run.
+  finite becomes ``None`` (counted and logged) instead of stopping the run;
+  :func:`guard_reward_funcs` does it for each synchronous callable of TRL's ``reward_funcs``.
 """
 
 from adpo.rewards.basic import (
@@ -26,7 +27,7 @@ from adpo.rewards.basic import (
     exact_match_reward,
     normalize_answer,
 )
-from adpo.rewards.guard import GuardedReward, guard_reward
+from adpo.rewards.guard import GuardedReward, guard_reward, guard_reward_funcs
 from adpo.rewards.math import extract_boxed, math_reward
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "exact_match_reward",
     "extract_boxed",
     "guard_reward",
+    "guard_reward_funcs",
     "math_reward",
     "normalize_answer",
 ]

@@ -20,12 +20,13 @@ group's baseline and gets no advantage (GRPO), and no place in the list (ADPO/OP
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["GuardedReward", "guard_reward"]
+__all__ = ["GuardedReward", "guard_reward", "guard_reward_funcs"]
 
 logger = logging.getLogger("adpo.rewards")
 
@@ -145,10 +146,30 @@ def guard_reward(fn: Callable[..., list], *, name: str | None = None) -> Guarded
     """
     if isinstance(fn, GuardedReward):
         return fn
-    import inspect
-
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004
-    ):
+    if _is_async(fn):
         raise TypeError(f"guard_reward: {_name(fn)!r} is async; guard its synchronous core")
     return GuardedReward(fn, name=name)
+
+
+def guard_reward_funcs(reward_funcs: Any) -> list:
+    """TRL's ``reward_funcs`` (one or a list) with every synchronous callable guarded.
+
+    Model ids (``str``), reward models (``nn.Module``) and async functions (TRL awaits
+    those itself) pass through as they are.
+    """
+    from torch import nn
+
+    funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+    return [
+        f if isinstance(f, (str, nn.Module)) or _is_async(f) else guard_reward(f) for f in funcs
+    ]
+
+
+def _is_async(fn: Callable) -> bool:
+    """Whether calling ``fn`` returns a coroutine (partials unwrapped, async ``__call__``
+    of callable instances included, as TRL's ``is_async_callable``)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004
+    )

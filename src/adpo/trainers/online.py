@@ -139,7 +139,7 @@ def make_trainer(
     from trl import GRPOTrainer
 
     from adpo.integrations.trl import ADPOTrainer, OPOTrainer
-    from adpo.rewards import guard_reward
+    from adpo.rewards import guard_reward_funcs
 
     if loss not in _PRESETS:
         raise ValueError(f"make_trainer: `loss` must be one of {LOSSES}, got {loss!r}")
@@ -157,10 +157,7 @@ def make_trainer(
         return ADPOTrainer(**common, ref_model=ref_model)
     if loss == "opo":
         return OPOTrainer(**common, ref_model=ref_model)
-    funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
-    common["reward_funcs"] = [
-        f if isinstance(f, (str, torch.nn.Module)) else guard_reward(f) for f in funcs
-    ]
+    common["reward_funcs"] = guard_reward_funcs(reward_funcs)
     return GRPOTrainer(**common)
 
 
