@@ -27,6 +27,7 @@ Writes ``efficiency.json``, ``efficiency.csv`` and ``efficiency.png``; prints th
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -342,7 +343,7 @@ def run(cfg: EfficiencyConfig) -> dict:
         "logprob_memory": mem_rows,
         "device": str(device)
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
-        "environment": {**environment(), "loadavg": list(__import__("os").getloadavg())},
+        "environment": {**environment(), "loadavg": list(os.getloadavg())},
     }
     write_json(out / "efficiency.json", summary)
     write_csv(out / "efficiency.csv", rows)
