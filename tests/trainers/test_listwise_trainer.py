@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from adpo.losses import adpo_loss, dpo_loss
-from adpo.tiny import char_tokenizer, tiny_qwen3
+from adpo.testing import char_tokenizer, tiny_qwen3
 from adpo.trainers import ListwiseConfig, ListwiseTrainer
 from adpo.trainers.listwise import group_logps
 from adpo.trainers.ranking import ndcg, top1_accuracy

@@ -1,83 +1,12 @@
-"""Small helpers shared by experiments: output folders, JSON/CSV writing, console, progress."""
+"""Moved to :mod:`adpo._io` (a layer below the trainers); re-exported for the experiments."""
 
-from __future__ import annotations
-
-import csv
-import json
-import platform
-import shlex
-import sys
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-
-console = Console(stderr=True)
-
-
-def progress_bar(
-    label: str = "[bold]{task.description}",
-    *,
-    info: bool = False,
-    enabled: bool = True,
-    transient: bool = False,
-):
-    """The progress bar of every long job: label, bar, n/N, elapsed, remaining.
-
-    ``label`` is a rich format string of the task; ``info=True`` adds a column showing the
-    task's ``info`` field (e.g. the latest reward). Returns a ``rich.progress.Progress``.
-    """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn()]
-    if info:
-        columns.append(TextColumn("{task.fields[info]}"))
-    columns += [TimeElapsedColumn(), TimeRemainingColumn()]
-    return Progress(*columns, console=console, disable=not enabled, transient=transient)
-
-
-def prepare_out(out: str | Path) -> Path:
-    path = Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def command_line() -> str:
-    """The command that is running, for the provenance field of result files."""
-    argv = sys.argv[:]
-    if argv and argv[0].endswith(("adpo", "cli.py", "__main__.py")):
-        argv[0] = "adpo"
-    return shlex.join(argv)
-
-
-def environment() -> dict[str, str]:
-    import torch
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "threads": str(torch.get_num_threads()),
-    }
-
-
-def write_json(path: Path, obj: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def write_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
-    rows = list(rows)
-    if not rows:
-        raise ValueError(f"write_csv: no rows for {path}")
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-        writer.writeheader()
-        writer.writerows(rows)
+from adpo._io import (  # noqa: F401
+    command_line,
+    console,
+    environment,
+    prepare_out,
+    progress_bar,
+    timer,
+    write_csv,
+    write_json,
+)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import tyro
 
-from adpo.experiments._io import (
+from adpo._io import (
     command_line,
     console,
     environment,
@@ -69,8 +69,8 @@ class OfflineListwiseConfig:
 
 
 def run(cfg: OfflineListwiseConfig) -> dict:
-    from adpo.trainers.offline_cli import TrainOfflineArgs
-    from adpo.trainers.offline_cli import run as train_offline
+    from adpo.experiments.train_offline import TrainOfflineArgs
+    from adpo.experiments.train_offline import run as train_offline
 
     unknown = set(cfg.variants) - set(VARIANTS)
     if unknown:

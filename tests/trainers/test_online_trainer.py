@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from adpo.integrations.trl import (
+from adpo.trainers import (
     ADPOConfig,
     ADPOTrainer,
     OPOConfig,
@@ -363,7 +363,7 @@ class AnchorADPO(_RoundWeights, ADPOTrainer):
 
 
 def _logps_under(state_dict, tok, inputs) -> torch.Tensor:
-    from adpo.tiny import tiny_qwen3
+    from adpo.testing import tiny_qwen3
 
     m = tiny_qwen3(len(tok), hidden_size=32, num_layers=1)
     m.load_state_dict(state_dict)
@@ -545,7 +545,7 @@ def test_failing_rewards_are_counted_and_training_goes_on(tmp_path):
 
 @pytest.mark.parametrize("loss", ["adpo-pl", "adpo", "opo", "grpo", "gspo", "dapo"])
 def test_each_objective_trains_end_to_end_on_the_tiny_model(tmp_path, loss):
-    from adpo.trainers.online import loss_config, make_trainer
+    from adpo.trainers import loss_config, make_trainer
 
     tok, model, ds = tiny_setup()
     args = loss_config(loss, **base_args(str(tmp_path), steps_per_generation=2, max_steps=2))
@@ -564,7 +564,7 @@ def test_each_objective_trains_end_to_end_on_the_tiny_model(tmp_path, loss):
 
 
 def test_loss_config_names_a_bad_override():
-    from adpo.trainers.online import loss_config
+    from adpo.trainers import loss_config
 
     with pytest.raises(ValueError, match=r"\['alpha'\] are not fields of ADPOConfig"):
         loss_config("adpo", output_dir="x", alpha=0.3)
