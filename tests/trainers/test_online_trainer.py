@@ -11,6 +11,9 @@ import math
 import pytest
 import torch
 
+from adpo.logprobs import causal_lm_logps
+from adpo.losses import adpo_loss, opo_loss
+from adpo.rewards import arithmetic_reward
 from adpo.trainers import (
     ADPOConfig,
     ADPOTrainer,
@@ -18,9 +21,6 @@ from adpo.trainers import (
     OPOTrainer,
     shuffle_groups,
 )
-from adpo.logprobs import causal_lm_logps
-from adpo.losses import adpo_loss, opo_loss
-from adpo.rewards import arithmetic_reward
 
 from ._tiny_setup import base_args, tiny_setup
 
@@ -265,6 +265,48 @@ def test_adpo_trainer_loss_equals_adpo_loss_by_hand(tmp_path, target):
     torch.testing.assert_close(loss, ref.loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(g_trainer, g_hand, rtol=1e-4, atol=1e-6)
     assert tr._metrics["train"]["tau"][-1] == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("length_norm", ["mean", "sum"])
+def test_entropy_reward_schedule_sets_tau_per_prompt_from_policy_entropy_and_reward(
+    tmp_path, length_norm
+):
+    tok, model, ds = tiny_setup()
+    args = ADPOConfig(
+        **base_args(str(tmp_path), target="softmax", tau=0.8, tau_min=0.2, tau_max=1.5),
+        tau_schedule="entropy_reward",
+        tau_entropy_coef=0.2,
+        tau_wrong_coef=0.5,
+        tau_length_norm=length_norm,
+    )
+    tr = ADPOTrainer(
+        model=model,
+        reward_funcs=arithmetic_reward,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    B, G, T = 3, 4, 5
+    g = torch.Generator().manual_seed(1)
+    logps = -3.0 * torch.rand(B, G, T, generator=g, dtype=torch.float64)  # a confident policy
+    logps[0, 0] = -0.01  # ... more so on prompt 0
+    anchor = logps + 0.5 * torch.randn(B, G, T, generator=g, dtype=torch.float64)
+    mask = torch.arange(T)[None, None] < torch.randint(1, T + 1, (B, G, 1), generator=g)
+    rewards = torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 0.5], [1, 1, 0, 1]], dtype=torch.float64)
+    valid = torch.ones(B, G, dtype=torch.bool)
+    out = tr._group_loss(logps, anchor, rewards, mask, valid)
+
+    # the schedule by hand: token-mean or summed log-probs, softmax over G, entropy / log G
+    m = mask.double()
+    s = (logps * m).sum(-1) / (m.sum(-1) if length_norm == "mean" else 1.0)  # (B, G)
+    p = torch.softmax(s, -1)
+    h = -(p * p.log()).sum(-1) / math.log(G)  # (B,)
+    r = rewards.mean(-1)  # (B,)
+    tau = (0.8 * (1 + 0.2 * h + 0.5 * (1 - h) * (1 - r))).clamp(0.2, 1.5)
+    assert (tau - tau.mean()).abs().max() > 1e-2  # per prompt: a constant τ fails this test
+    ref = adpo_loss(logps, anchor, rewards, target="softmax", tau=tau, beta=0.5, mask=mask)
+    torch.testing.assert_close(out.loss, ref.loss, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out.metrics["tau"], tau.mean(), rtol=1e-10, atol=1e-12)
 
 
 def test_opo_trainer_loss_equals_opo_loss_by_hand(tmp_path):

@@ -72,7 +72,7 @@ from adpo._compat import trl as seam
 from adpo.anchors import EMAAnchor, FixedAnchor
 from adpo.losses import LossOutput, adpo_loss, opo_loss
 from adpo.rewards.guard import guard_reward_funcs
-from adpo.schedules import GuardedTemperature
+from adpo.schedules import EntropyRewardTemperature, GuardedTemperature, candidate_entropy
 
 __all__ = [
     "ADPOConfig",
@@ -85,6 +85,7 @@ __all__ = [
 
 TESTED_TRL = seam.TESTED_TRL  # kept: it was importable from here
 _ANCHORS = ("on_policy", "fixed", "ema")
+_TAU_SCHEDULES = ("constant", "guarded", "entropy_reward")
 _STATE_FILE = "adpo_trainer_state_rank{rank}.pt"
 
 
@@ -209,11 +210,22 @@ class ADPOConfig(AnchoredGroupConfig):
         ties (`str`, defaults to `"breslow"`):
             Plackett–Luce tie handling (``"breslow"`` or ``"efron"``).
         tau_schedule (`str`, defaults to `"constant"`):
-            ``"constant"`` or ``"guarded"`` (:class:`adpo.schedules.GuardedTemperature`,
-            the paper's §5.1: τ moves toward ``tau_min`` only while the policy is
-            confident and its batch reward improves on an EMA baseline).
+            ``"constant"``; ``"guarded"`` (:class:`adpo.schedules.GuardedTemperature`,
+            the paper's §5.1: one τ per update, moving toward ``tau_min`` only while the
+            policy is confident and its batch reward improves on an EMA baseline); or
+            ``"entropy_reward"`` (:class:`adpo.schedules.EntropyRewardTemperature`, the
+            authors' earlier trainer: one τ per prompt,
+            ``clip(tau·(1 + a·H̄ + b·(1 − H̄)·(1 − R̄)), tau_min, tau_max)`` with the group's
+            policy entropy H̄ and mean reward R̄, which it expects in [0, 1]).
         tau_min, tau_max, tau_sigma_r, tau_momentum:
-            Parameters of the guarded schedule.
+            Parameters of the guarded schedule (``tau_min``/``tau_max`` also bound the
+            entropy-reward schedule).
+        tau_entropy_coef, tau_wrong_coef:
+            ``a`` and ``b`` of the entropy-reward schedule (the authors' 0.2 and 0.5).
+        tau_length_norm (`str`, defaults to `"mean"`):
+            How the schedules' policy entropy over a group scores a candidate: its token-mean
+            log-prob (``"mean"``) or its sequence log-prob (``"sum"``); see
+            :func:`adpo.schedules.candidate_entropy`.
     """
 
     learning_rate: float = field(default=1.5e-5, metadata={"help": "AdamW learning rate."})
@@ -237,8 +249,8 @@ class ADPOConfig(AnchoredGroupConfig):
     tau_schedule: str = field(
         default="constant",
         metadata={
-            "help": "'constant' or 'guarded' (adaptive τ).",
-            "choices": ["constant", "guarded"],
+            "help": "'constant', 'guarded' (adaptive τ per update) or 'entropy_reward' (per prompt).",
+            "choices": list(_TAU_SCHEDULES),
         },
     )
     tau_min: float = field(default=0.2, metadata={"help": "Guarded schedule: lowest τ."})
@@ -246,6 +258,20 @@ class ADPOConfig(AnchoredGroupConfig):
     tau_sigma_r: float = field(default=0.1, metadata={"help": "Guarded schedule: reward scale."})
     tau_momentum: float = field(
         default=0.9, metadata={"help": "Guarded schedule: momentum of the reward baseline."}
+    )
+    tau_entropy_coef: float = field(
+        default=0.2, metadata={"help": "Entropy-reward schedule: uncertainty coefficient a."}
+    )
+    tau_wrong_coef: float = field(
+        default=0.5,
+        metadata={"help": "Entropy-reward schedule: confident-but-wrong coefficient b."},
+    )
+    tau_length_norm: str = field(
+        default="mean",
+        metadata={
+            "help": "Schedules' policy entropy: token-mean ('mean') or summed ('sum') log-probs.",
+            "choices": ["mean", "sum"],
+        },
     )
 
     def __post_init__(self) -> None:
@@ -256,9 +282,13 @@ class ADPOConfig(AnchoredGroupConfig):
             )
         if self.ties not in ("breslow", "efron"):
             raise ValueError(f"ADPOConfig: `ties` must be 'breslow' or 'efron', got {self.ties!r}")
-        if self.tau_schedule not in ("constant", "guarded"):
+        if self.tau_schedule not in _TAU_SCHEDULES:
             raise ValueError(
-                f"ADPOConfig: `tau_schedule` must be 'constant' or 'guarded', got {self.tau_schedule!r}"
+                f"ADPOConfig: `tau_schedule` must be one of {_TAU_SCHEDULES}, got {self.tau_schedule!r}"
+            )
+        if self.tau_length_norm not in ("mean", "sum"):
+            raise ValueError(
+                f"ADPOConfig: `tau_length_norm` must be 'mean' or 'sum', got {self.tau_length_norm!r}"
             )
         if not (math.isfinite(self.tau) and self.tau > 0):
             raise ValueError(f"ADPOConfig: `tau` must be finite and > 0, got {self.tau!r}")
@@ -273,6 +303,8 @@ class ADPOConfig(AnchoredGroupConfig):
                 sigma_r=self.tau_sigma_r,
                 momentum=self.tau_momentum,
             )
+        elif self.tau_schedule == "entropy_reward":
+            _entropy_reward_schedule(self)  # validates the schedule's fields
 
 
 @dataclass
@@ -337,6 +369,16 @@ class OPOConfig(AnchoredGroupConfig):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _entropy_reward_schedule(a: ADPOConfig) -> EntropyRewardTemperature:
+    return EntropyRewardTemperature(
+        tau_base=a.tau,
+        a=a.tau_entropy_coef,
+        b=a.tau_wrong_coef,
+        tau_min=a.tau_min,
+        tau_max=a.tau_max,
+    )
 
 
 def shuffle_groups(
@@ -795,6 +837,9 @@ class ADPOTrainer(_AnchoredGroupTrainer):
 
     def _make_tau_schedule(self) -> GuardedTemperature | None:
         a = self.args
+        self._per_prompt_tau = (
+            _entropy_reward_schedule(a) if a.tau_schedule == "entropy_reward" else None
+        )
         if a.tau_schedule != "guarded":
             return None
         return GuardedTemperature(
@@ -806,6 +851,16 @@ class ADPOTrainer(_AnchoredGroupTrainer):
         """τ used by the next update (constant, or the guarded schedule's current value)."""
         return self.args.tau if self._tau_schedule is None else float(self._tau_schedule.tau)
 
+    def _group_tau(self, logps: Tensor, rewards: Tensor, mask: Tensor, valid: Tensor):
+        """τ of this micro-batch's groups: a float, or ``[B]`` for the entropy-reward schedule."""
+        a = self.args
+        if a.tau_schedule != "entropy_reward":
+            return self.current_tau
+        h = candidate_entropy(logps, mask, valid, length_norm=a.tau_length_norm)  # (B,)
+        v = valid.to(rewards.dtype)
+        r = (rewards * v).sum(-1) / v.sum(-1).clamp_min(1.0)  # (B,) group mean reward
+        return self._per_prompt_tau(h, r)
+
     def _group_loss(self, logps, anchor_logps, rewards, mask, valid):
         a = self.args
         return adpo_loss(
@@ -813,7 +868,7 @@ class ADPOTrainer(_AnchoredGroupTrainer):
             anchor_logps,
             rewards,
             target=a.target,
-            tau=self.current_tau,
+            tau=self._group_tau(logps, rewards, mask, valid),
             beta=a.target_beta,
             mask=mask,
             valid=valid,
