@@ -110,10 +110,11 @@ class GuardedTemperature:
     * ``b_t`` is the EMA of past batch rewards *before* this step's reward is folded in,
       ``b_{t+1} = m·b_t + (1−m)·R̄_t``; on the first call it starts at ``R̄_0`` (so
       ``p_0 = 0`` and the first τ is τ_max, the conservative end).
-    * ``H̄_t`` is whatever normalised entropy the caller passes, in [0, 1]. Trainers pass
-      the anchored entropy of the previous update (``anchored_entropy_norm``): with an
-      on-policy anchor the anchored distribution is uniform at the first mini-batch of
-      every round, so this step's value would always read "unconfident".
+    * ``H̄_t`` is the normalised entropy of the *policy* over the candidate set, as §5.1
+      says — :func:`candidate_entropy`, averaged over the batch's groups — never the
+      anchored distribution ``softmax(u)``: with an on-policy anchor that is uniform at
+      the start of every round, ``c_t`` would be 0 and τ would never leave τ_max. The
+      online trainers pass it from the current policy at each optimizer step.
 
     Attributes:
         tau_min, tau_max: range of τ (OPO paper runs: [0.2, 1.5]).

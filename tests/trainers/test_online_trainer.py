@@ -459,7 +459,7 @@ def test_on_policy_anchor_is_the_round_start_policy_for_every_mini_batch(tmp_pat
 
 
 def test_fixed_anchor_is_the_initial_policy(tmp_path):
-    tok, tr, init = _run_anchor(tmp_path, "fixed")
+    tok, tr, init = _run_anchor(tmp_path, "fixed", log_kl_to_init=True)
     for mb in tr.micro_batches:
         expected = _logps_under(init, tok, mb)
         assert _masked_close(mb["anchor_per_token_logps"], expected, mb["completion_mask"])
@@ -486,25 +486,85 @@ def test_ema_anchor_folds_the_policy_in_once_per_round(tmp_path):
                 assert _masked_close(mb["anchor_per_token_logps"], expected, mb["completion_mask"])
 
 
-def test_guarded_temperature_is_logged_and_bounded(tmp_path):
+class _RisingReward:
+    """A reward that grows with every round (plus a graded per-answer part), so the batch
+    reward keeps beating its EMA baseline: the guarded schedule must then lower τ."""
+
+    __name__ = "rising"
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, completions, answer, **kw):
+        self.calls += 1
+        return [0.05 * self.calls + 0.5 * g for g in _graded(completions)]
+
+
+def _guarded_run(out, **kw):
     tok, model, ds = tiny_setup()
     args = ADPOConfig(
-        **base_args(
-            str(tmp_path),
-            steps_per_generation=2,
-            max_steps=4,
-            tau_schedule="guarded",
-            tau_min=0.3,
-            tau_max=1.2,
-        )
+        **{**base_args(str(out), steps_per_generation=2, max_steps=6), **kw},
+        tau_min=0.3,
+        tau_max=1.2,
+        tau_schedule="guarded",
+        tau_sigma_r=0.05,
+        tau_length_norm="sum",
     )
     tr = ADPOTrainer(
-        model=model, reward_funcs=_graded, args=args, train_dataset=ds, processing_class=tok
+        model=model, reward_funcs=_RisingReward(), args=args, train_dataset=ds, processing_class=tok
     )
+    return tr
+
+
+def test_guarded_temperature_moves_below_tau_max_as_reward_rises(tmp_path):
+    tr = _guarded_run(tmp_path)
     tr.train()
-    taus = [h["tau"] for h in tr.state.log_history if "tau" in h]
-    assert len(taus) == 4 and taus[0] == pytest.approx(1.2)  # starts at τ_max (conservative)
+    logs = [h for h in tr.state.log_history if "tau" in h]
+    taus = [h["tau"] for h in logs]
+    assert len(taus) == 6 and taus[0] == pytest.approx(1.2)  # p_0 = 0: starts at τ_max
+    assert min(taus) < 1.2 - 0.01  # it moves (a constant τ fails here)
     assert all(0.3 - 1e-6 <= t <= 1.2 + 1e-6 for t in taus)
+    # eq. 12 by hand from the logged H̄_t and R̄_t (EMA baseline b_0 = R̄_0, momentum 0.9)
+    b = None
+    for h in logs:
+        H, R = h["tau_policy_entropy"], h["tau_reward_mean"]
+        b = R if b is None else b
+        expected = 1.2 - (1.2 - 0.3) * (1 - H) * max(0.0, math.tanh((R - b) / 0.05))
+        assert h["tau"] == pytest.approx(expected, rel=1e-6)
+        b = 0.9 * b + 0.1 * R
+        assert 0.0 <= H < 1.0  # the policy's entropy over candidates, not softmax(u) = uniform
+
+
+def test_evaluation_leaves_the_guarded_schedule_untouched(tmp_path):
+    _, _, ds = tiny_setup()
+    tr = _guarded_run(tmp_path, max_steps=2, per_device_eval_batch_size=8)
+    tr.train()
+    before = (dict(tr._tau_schedule.state_dict()), tr._round_reward_mean)
+    metrics = tr.evaluate(eval_dataset=ds.select(range(8)))
+    assert "eval_reward" in metrics  # evaluation did generate and score a round
+    assert (tr._tau_schedule.state_dict(), tr._round_reward_mean) == before
+
+
+def test_default_trainer_holds_no_model_copy_and_fixed_anchor_holds_one(tmp_path):
+    def held_parameters(tr) -> int:
+        """Parameters of every module the trainer holds (itself, its anchors), counted once."""
+        modules = [v for v in vars(tr).values() if isinstance(v, torch.nn.Module)]
+        modules += [a.module for a in (tr._init_anchor, tr._ema_anchor) if a is not None]
+        seen = {id(p): p.numel() for m in modules for p in m.parameters()}
+        return sum(seen.values())
+
+    for cls in (ADPOConfig, OPOConfig):
+        tok, model, ds = tiny_setup()
+        n = sum(p.numel() for p in model.parameters())
+        Tr = ADPOTrainer if cls is ADPOConfig else OPOTrainer
+        tr = Tr(model=model, reward_funcs=_graded, args=cls(**base_args(str(tmp_path))),
+                train_dataset=ds, processing_class=tok)  # fmt: skip
+        assert tr._init_anchor is None and tr.ref_model is None
+        assert held_parameters(tr) == n
+        tok, model, ds = tiny_setup()
+        tr = Tr(model=model, reward_funcs=_graded, args=cls(**base_args(str(tmp_path)), anchor="fixed"),
+                train_dataset=ds, processing_class=tok)  # fmt: skip
+        assert held_parameters(tr) == 2 * n  # the user's choice: a frozen initial model
 
 
 # ----------------------------------------------------------------------------- resume
@@ -530,6 +590,8 @@ def test_resume_continues_exactly_from_mid_round_and_round_boundary(tmp_path, cl
         )
         if cls == "opo":
             kw.update(num_generations=4, per_device_train_batch_size=8)
+        else:  # the guarded τ schedule must come back exactly too
+            kw.update(tau_schedule="guarded", tau_sigma_r=0.05, tau_length_norm="sum")
         return Tr(
             model=model,
             reward_funcs=_graded,
@@ -541,6 +603,7 @@ def test_resume_continues_exactly_from_mid_round_and_round_boundary(tmp_path, cl
     full = make(tmp_path / "full")
     full.train()
     ref_losses = _losses(full)
+    ref_taus = {h["step"]: h["tau"] for h in full.state.log_history if "tau" in h}
     ref_params = torch.cat([p.detach().flatten() for p in full.model.parameters()])
     assert len(ref_losses) == 4 and len(set(ref_losses.values())) > 1
     for ckpt in (1, 2):  # 1: mid-round (the round buffer must come back), 2: round boundary
@@ -552,6 +615,13 @@ def test_resume_continues_exactly_from_mid_round_and_round_boundary(tmp_path, cl
             assert v == pytest.approx(ref_losses[s], rel=1e-6, abs=1e-7), (ckpt, s)
         params = torch.cat([p.detach().flatten() for p in resumed.model.parameters()])
         torch.testing.assert_close(params, ref_params, rtol=1e-6, atol=1e-7)
+        if cls == "adpo":
+            taus = {h["step"]: h["tau"] for h in resumed.state.log_history if "tau" in h}
+            for s in got:
+                assert taus[s] == pytest.approx(ref_taus[s], rel=1e-6), (ckpt, s)
+            assert resumed._tau_schedule.state_dict() == pytest.approx(
+                full._tau_schedule.state_dict(), rel=1e-6
+            )
 
 
 # ----------------------------------------------------------------------------- rewards that fail
@@ -600,7 +670,8 @@ def test_each_objective_trains_end_to_end_on_the_tiny_model(tmp_path, loss):
     keys = set().union(*tr.state.log_history)
     assert {"reward", "reward_std", "entropy", "grad_norm", "completions/mean_length"} <= keys
     if loss in ("adpo-pl", "adpo", "opo"):
-        assert {"accuracy", "anchored_entropy", "kl_to_init", "zero_signal_frac"} <= keys
+        assert {"accuracy", "anchored_entropy", "zero_signal_frac"} <= keys
+        assert "kl_to_init" not in keys  # off by default: no extra model, no extra forward
         if loss != "opo":
             assert "tau" in keys
 

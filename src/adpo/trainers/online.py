@@ -110,10 +110,13 @@ class AnchoredGroupConfig(GRPOConfig):
             ``"ema"`` (moving average of the policy's weights, updated once per round).
         anchor_ema_decay (`float`, defaults to `0.99`):
             Decay ``d`` of the EMA anchor, ``θ_a ← d·θ_a + (1−d)·θ`` per round.
-        log_kl_to_init (`bool`, defaults to `True`):
+        log_kl_to_init (`bool`, defaults to `False`):
             Log ``kl_to_init``, the per-token k3 estimate of KL(πθ ‖ π_init) on the
-            round's completions. Keeps a frozen copy of the initial model unless the
-            anchor is ``"fixed"`` or the model is a PEFT model (adapters disabled).
+            round's completions. It costs one extra forward pass per round and, unless
+            the anchor is ``"fixed"`` or the model is a PEFT model (adapters disabled), a
+            frozen copy of the initial model: off by default, so a default run holds what
+            ``GRPOTrainer`` with ``beta=0`` holds (no reference model). The ``"fixed"``
+            and ``"ema"`` anchors need their own model copy; that is their cost.
         accuracy_reward (`str` or `None`, defaults to `None`):
             Name of the reward function whose value defines ``accuracy`` (the fraction of
             completions with that reward ``>= accuracy_threshold``). `None`: the first.
@@ -136,7 +139,7 @@ class AnchoredGroupConfig(GRPOConfig):
         default=0.99, metadata={"help": "Decay of the EMA anchor (per generation round)."}
     )
     log_kl_to_init: bool = field(
-        default=True, metadata={"help": "Log the k3 estimate of KL(policy || initial model)."}
+        default=False, metadata={"help": "Log the k3 estimate of KL(policy || initial model)."}
     )
     accuracy_reward: str | None = field(
         default=None,
@@ -501,8 +504,7 @@ class _AnchoredGroupTrainer(GRPOTrainer):
 
         self._round = 0  # generation rounds so far (this process)
         self._round_rewards = seam.RewardHandOff()
-        self._round_reward_mean = math.nan
-        self._last_entropy_norm = 1.0  # anchored entropy (÷ log G) of the last update
+        self._round_reward_mean = math.nan  # mean reward of the last training round
         self._tau_schedule = self._make_tau_schedule()
 
     # ---- models ---------------------------------------------------------------------
@@ -579,9 +581,10 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         correct = rpf[:, self._accuracy_index] >= self.args.accuracy_threshold  # NaN → False
         self._metrics[mode]["accuracy"].append(correct.float().mean().item())
         self._metrics[mode]["reward_unscorable_frac"].append(unscorable.float().mean().item())
-        self._round_reward_mean = float(torch.where(unscorable, 0.0, rewards).sum()) / max(
-            int((~unscorable).sum()), 1
-        )
+        if mode == "train":  # the guarded schedule reads training rounds only
+            self._round_reward_mean = float(torch.where(unscorable, 0.0, rewards).sum()) / max(
+                int((~unscorable).sum()), 1
+            )
 
         # a unique id per group: rounds × processes × local groups
         n_groups = n // G
@@ -678,8 +681,9 @@ class _AnchoredGroupTrainer(GRPOTrainer):
             and mode == "train"
             and self._step % self.current_gradient_accumulation_steps == 0
         ):
-            # first micro-batch of an optimizer step: τ from the last update's anchored entropy
-            self._tau_schedule.step(self._last_entropy_norm, self._round_reward_mean)
+            # first micro-batch of an optimizer step: τ_t from the policy's own confidence
+            # over the candidate sets (§5.1; not softmax(u), uniform under an on-policy anchor)
+            self._step_tau_schedule(per_token_logps.view(B, G, T), mask_b.view(B, G, T), valid)
 
         metrics: dict[str, Tensor] = {}
         if keep.any():
@@ -736,15 +740,26 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         self._metrics[mode]["entropy"].append(sums[0] / max(sums[1], 1.0))
         if init is not None:
             self._metrics[mode]["kl_to_init"].append(sums[2] / max(sums[3], 1.0))
-        if "anchored_entropy_norm" in self._metric_names and not math.isnan(
-            self._metrics[mode]["anchored_entropy_norm"][-1]
-        ):
-            self._last_entropy_norm = min(
-                max(self._metrics[mode]["anchored_entropy_norm"][-1], 0.0), 1.0
-            )
         self._metrics[mode]["policy_loss"].append(sums[4] / allv.shape[0])
 
     # ---- schedules and checkpoints ----------------------------------------------------
+
+    def _step_tau_schedule(self, logps: Tensor, mask: Tensor, valid: Tensor) -> None:
+        """Advance the guarded schedule once per optimizer step (training only).
+
+        ``H̄_t``: :func:`adpo.schedules.candidate_entropy` of the current policy over each
+        group with a scored completion, averaged over the groups of every process;
+        ``R̄_t``: the mean reward of the training round. Both are logged
+        (``tau_policy_entropy``, ``tau_reward_mean``) with the resulting ``tau``.
+        """
+        keep = valid.any(-1)  # (B,)
+        h = candidate_entropy(logps, mask, valid, length_norm=self.args.tau_length_norm)  # (B,)
+        local = torch.stack([h[keep].sum().float(), keep.sum().float()])
+        total = self.accelerator.gather(local[None]).sum(0)  # (2,)
+        h_bar = float(total[0] / total[1]) if total[1] > 0 else 1.0  # no signal: unconfident
+        self._tau_schedule.step(h_bar, self._round_reward_mean)
+        self._metrics["train"]["tau_policy_entropy"].append(h_bar)
+        self._metrics["train"]["tau_reward_mean"].append(self._round_reward_mean)
 
     def _make_tau_schedule(self) -> GuardedTemperature | None:
         return None
@@ -761,7 +776,6 @@ class _AnchoredGroupTrainer(GRPOTrainer):
             ],
             "ema_anchor": None if self._ema_anchor is None else self._ema_anchor.state_dict(),
             "tau_schedule": None if self._tau_schedule is None else self._tau_schedule.state_dict(),
-            "last_entropy_norm": self._last_entropy_norm,
             "round_reward_mean": self._round_reward_mean,
         }
 
@@ -800,7 +814,6 @@ class _AnchoredGroupTrainer(GRPOTrainer):
             self._ema_anchor.load_state_dict(state["ema_anchor"])
         if self._tau_schedule is not None and state["tau_schedule"] is not None:
             self._tau_schedule.load_state_dict(state["tau_schedule"])
-        self._last_entropy_norm = state["last_entropy_norm"]
         self._round_reward_mean = state["round_reward_mean"]
 
 
