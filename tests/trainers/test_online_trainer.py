@@ -309,6 +309,53 @@ def test_entropy_reward_schedule_sets_tau_per_prompt_from_policy_entropy_and_rew
     torch.testing.assert_close(out.metrics["tau"], tau.mean(), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("cls", ["adpo", "opo"])
+def test_vllm_sequence_mask_drops_masked_completions_from_their_group(tmp_path, cls):
+    Cfg, Tr = (ADPOConfig, ADPOTrainer) if cls == "adpo" else (OPOConfig, OPOTrainer)
+    tok, model, ds = tiny_setup()
+    kw = base_args(str(tmp_path))
+    if cls == "opo":
+        kw.update(num_generations=4, per_device_train_batch_size=8)
+    tr = Tr(model=model, reward_funcs=arithmetic_reward, args=Cfg(**kw), train_dataset=ds,
+            processing_class=tok)  # fmt: skip
+    tr.current_gradient_accumulation_steps = 1
+    inputs = _fixed_batch(tok)
+    mask = inputs["completion_mask"].bool()
+    with torch.no_grad():
+        anchor = _hand_logps(model, inputs) + 0.3 * torch.randn(mask.shape)
+    inputs["anchor_per_token_logps"] = anchor
+    # TRL's sequence_mask ratio: in-bound ratios kept as they are, out-of-bound ones zeroed
+    ratio = torch.tensor([1.1, 0.0, 0.9, 1.0, 1.0, 1.3, 0.0, 0.95])[:, None]
+    inputs["importance_sampling_ratio"] = ratio
+    with torch.no_grad():
+        loss = tr.compute_loss(tr.model, inputs)
+        B, G, T = 2, 4, mask.shape[1]
+        valid = (ratio.view(B, G) != 0) & mask.view(B, G, T).any(-1)
+        args = (_hand_logps(model, inputs).view(B, G, T), anchor.view(B, G, T),
+                inputs["rewards"].view(B, G))  # fmt: skip
+        fn = adpo_loss if cls == "adpo" else opo_loss
+        extra = dict(target="plackett_luce", tau=0.8) if cls == "adpo" else dict(alpha=0.4, mu=1.0)
+        ref = fn(*args, mask=mask.view(B, G, T), valid=valid, **extra)
+        unmasked = fn(*args, mask=mask.view(B, G, T), **extra)
+    torch.testing.assert_close(loss, ref.loss, rtol=1e-5, atol=1e-6)
+    assert abs(loss.item() - unmasked.loss.item()) > 1e-4  # the mask changed the loss
+    assert tr._metrics["train"]["sampling/is_masked_frac"][-1] == pytest.approx(2 / 8)
+    inputs["importance_sampling_ratio"] = torch.ones(8, 4)  # a per-token ratio: refused
+    with pytest.raises(ValueError, match=r"must be \[N, 1\].*got \(8, 4\)"):
+        tr.compute_loss(tr.model, inputs)
+
+
+@pytest.mark.parametrize("mode", ["token_truncate", "token_mask", "sequence_truncate"])
+def test_vllm_importance_sampling_modes_that_do_not_apply_are_refused(tmp_path, mode):
+    kw = base_args(str(tmp_path), use_vllm=True, vllm_importance_sampling_mode=mode)
+    with pytest.raises(
+        ValueError, match=rf"`vllm_importance_sampling_mode` '{mode}' is not supported"
+    ):
+        ADPOConfig(**kw)
+    ADPOConfig(**{**kw, "vllm_importance_sampling_correction": False})  # the way out works
+    ADPOConfig(**{**kw, "vllm_importance_sampling_mode": "sequence_mask"})
+
+
 def test_opo_trainer_loss_equals_opo_loss_by_hand(tmp_path):
     tok, model, ds = tiny_setup()
     args = OPOConfig(

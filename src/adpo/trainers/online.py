@@ -103,6 +103,17 @@ class AnchoredGroupConfig(GRPOConfig):
     anchor is the regulariser here (use ``anchor="fixed"`` to anchor to the initial
     model).
 
+    With vLLM generation (``use_vllm=True``) TRL's mismatch correction is on by default
+    (``vllm_importance_sampling_correction=True``, ``vllm_importance_sampling_mode=
+    "sequence_mask"``). The anchor here is the trainer's own recomputed π_old, never vLLM's
+    log-probs, so the mismatch only makes the samples slightly off-policy; what we apply is
+    the sequence-level *mask*, as verl's sequence-level rejection sampling does: a
+    completion whose ratio ``exp(Σ_t log π_old − log π_vLLM)`` leaves
+    ``[vllm_importance_sampling_clip_min, vllm_importance_sampling_clip_max]`` leaves its
+    group (logged as ``sampling/is_masked_frac``). In-bound ratios are not used as weights:
+    a listwise loss has no per-candidate term to weight without reweighting the group's
+    target. The token-level and truncated modes are refused.
+
     Parameters:
         anchor (`str`, defaults to `"on_policy"`):
             ``"on_policy"`` (π_ref ← π_old, shared by every mini-batch of a generation
@@ -192,6 +203,20 @@ class AnchoredGroupConfig(GRPOConfig):
             raise ValueError(
                 f"{name}: {bad} are GRPO-loss options that {name.replace('Config', 'Trainer')} "
                 "does not apply; leave them at their defaults"
+            )
+        if (
+            self.use_vllm
+            and self.vllm_importance_sampling_correction
+            and self.vllm_importance_sampling_mode != "sequence_mask"
+        ):
+            raise ValueError(
+                f"{name}: `vllm_importance_sampling_mode` {self.vllm_importance_sampling_mode!r} "
+                "is not supported: the anchored losses are per sequence and listwise, so a per-token "
+                "ratio has nothing to weight and a truncated sequence weight would reweight the "
+                "group's target. Use 'sequence_mask' (TRL's default: a completion whose sequence "
+                "ratio π_old/π_vLLM leaves [vllm_importance_sampling_clip_min, "
+                "vllm_importance_sampling_clip_max] leaves its group) or set "
+                "`vllm_importance_sampling_correction=False`"
             )
 
 
@@ -674,6 +699,19 @@ class _AnchoredGroupTrainer(GRPOTrainer):
             anchor = per_token_logps.detach()
         mask_b = mask.bool()
         valid = inputs["reward_valid"].view(B, G) & mask_b.any(-1).view(B, G)  # (B, G)
+        is_ratio = inputs.get("importance_sampling_ratio")
+        if is_ratio is not None:
+            # vLLM's sequence_mask correction: TRL zeroes the sequence ratio of completions
+            # vLLM drew too far from π_old; those leave their group (the config refuses the
+            # token-level and truncated modes, see AnchoredGroupConfig)
+            if is_ratio.shape != (N, 1):
+                raise ValueError(
+                    f"{type(self).__name__}: `importance_sampling_ratio` must be [N, 1] "
+                    f"(vllm_importance_sampling_mode='sequence_mask'), got {tuple(is_ratio.shape)}"
+                )
+            off = (is_ratio.view(B, G) == 0) & valid
+            valid = valid & ~off
+            self._metrics[mode]["sampling/is_masked_frac"].append(off.float().mean().item())
         keep = valid.any(-1)  # (B,) groups with at least one scored completion
 
         if (
