@@ -58,6 +58,7 @@ import torch
 import tyro
 from torch import Tensor, nn
 
+from adpo import metrics
 from adpo.anchors import Anchor, FixedAnchor, OnPolicyAnchor
 from adpo.experiments._io import (
     command_line,
@@ -567,16 +568,10 @@ def ndcg(scores: Tensor, utility: Tensor) -> Tensor:
     """NDCG@K of the ranking by ``scores`` (descending; ties broken by item index).
 
     Gain of item ``i`` = ``(r*_i − min r*) / (max r* − min r*)`` per context, discount
-    ``1 / log2(1 + position)``. ``[..., N, K] → [...]`` (mean over contexts).
+    ``1 / log2(1 + position)``; a context with constant utility scores 0 (as it always has).
+    ``[..., N, K] → [...]`` (mean over contexts). See :func:`adpo.metrics.ndcg`.
     """
-    lo, hi = utility.amin(-1, keepdim=True), utility.amax(-1, keepdim=True)
-    rel = (utility - lo) / (hi - lo).clamp_min(1e-12)  # (..., N, K)
-    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
-    K = utility.shape[-1]
-    disc = 1.0 / torch.log2(torch.arange(K, dtype=rel.dtype) + 2.0)  # (K,)
-    dcg = (rel.gather(-1, order) * disc).sum(-1)  # (..., N)
-    idcg = (torch.sort(rel, dim=-1, descending=True).values * disc).sum(-1)
-    return (dcg / idcg.clamp_min(1e-12)).mean(-1)
+    return metrics.ndcg(scores, utility, gain="minmax", ties="index", degenerate=0.0).mean(-1)
 
 
 # ----------------------------------------------------------------------------- training
@@ -771,9 +766,8 @@ def _scenario_id(name: str) -> int:
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    std = float(t.std()) if len(values) > 1 else 0.0  # sample std (ddof = 1) over seeds
-    return {"mean": round(float(t.mean()), 4), "std": round(std, 4)}
+    mean, std = metrics.mean_std(values, arithmetic="torch")  # sample std (ddof = 1) over seeds
+    return {"mean": round(mean, 4), "std": round(std, 4)}
 
 
 def _paired_ties(rows: list[dict], scenario: str, best: str, meths: list[str]) -> list[str]:

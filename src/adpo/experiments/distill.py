@@ -72,6 +72,7 @@ import torch
 import tyro
 from torch import Tensor, nn
 
+from adpo import metrics
 from adpo.anchors import Anchor, EMAAnchor, FixedAnchor, SelfAnchor
 from adpo.experiments._io import (
     command_line,
@@ -373,11 +374,12 @@ def scored_candidates(
 
 
 def ndcg(scores: Tensor, gains: Tensor) -> Tensor:
-    """NDCG@K of the ranking by ``scores`` with graded relevance ``gains``.
+    """NDCG@K of the ranking by ``scores`` (ties by index) with linear graded relevance ``gains``.
 
     ``DCG = Σ_r gain_(r) / log2(r + 1)`` over ranks ``r = 1..K`` of the list sorted by
-    ``scores`` (descending); divided by the DCG of the list sorted by ``gains``. Linear
-    gains (the teacher's probabilities are already graded relevance in [0, 1]).
+    ``scores`` (descending); divided by the DCG of the list sorted by ``gains`` (the
+    teacher's probabilities are already graded relevance in [0, 1]). See
+    :func:`adpo.metrics.ndcg`.
 
     Args:
         scores: ``[B, K]`` the ranker's scores (e.g. student log-densities).
@@ -391,14 +393,7 @@ def ndcg(scores: Tensor, gains: Tensor) -> Tensor:
             f"ndcg: `scores` and `gains` must both be [B, K], got {tuple(scores.shape)} "
             f"and {tuple(gains.shape)}"
         )
-    if (gains < 0).any() or not torch.isfinite(gains).all():
-        raise ValueError("ndcg: `gains` must be finite and non-negative")
-    K = scores.shape[-1]
-    disc = 1.0 / torch.log2(torch.arange(2, K + 2, dtype=gains.dtype))  # (K,)
-    order = scores.argsort(dim=-1, descending=True, stable=True)  # (B, K)
-    dcg = (gains.gather(-1, order) * disc).sum(-1)  # (B,)
-    idcg = (gains.sort(dim=-1, descending=True).values * disc).sum(-1)  # (B,)
-    return torch.where(idcg > 0, dcg / idcg.clamp_min(1e-30), torch.ones_like(idcg))
+    return metrics.ndcg(scores, gains, gain="linear", ties="index")
 
 
 def candidate_kl(student_logp: Tensor, q: Tensor) -> Tensor:
@@ -727,8 +722,7 @@ def train_student(
 
 def _stats(xs: list[float]) -> tuple[float, float]:
     """Mean and sample std (ddof = 1; 0 for a single value)."""
-    a = np.asarray(xs, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    return metrics.mean_std(xs)
 
 
 def run(cfg: DistillConfig) -> dict:

@@ -54,7 +54,7 @@ from adpo.anchors import Anchor, EMAAnchor, FixedAnchor, OnPolicyAnchor, SelfAnc
 from adpo.data.listwise import normalize_rows, tokenize_row
 from adpo.logprobs import selective_log_softmax, sequence_logps
 from adpo.losses import LossOutput, adpo_loss, softmax_targets
-from adpo.trainers.ranking import ndcg, top1_accuracy
+from adpo.metrics import ndcg, top1_accuracy
 
 __all__ = ["ListwiseCollator", "ListwiseConfig", "ListwiseTrainer", "group_logps"]
 
