@@ -134,7 +134,8 @@ class EMAAnchor(Anchor):
 
     @torch.no_grad()
     def refresh(self, model: nn.Module) -> None:
-        assert self.module is not None
+        if self.module is None:  # only a subclass that drops the module gets here
+            raise RuntimeError("EMAAnchor.refresh: the anchor module is gone")
         for a, p in zip(self.module.parameters(), model.parameters(), strict=True):
             a.lerp_(p.detach().to(a.dtype), 1.0 - self.decay)
         for a, b in zip(self.module.buffers(), model.buffers(), strict=True):

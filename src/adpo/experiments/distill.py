@@ -627,7 +627,8 @@ def student_loss(
         q = torch.softmax(scores / cfg.target_temp, dim=-1)  # (B, K)
         out = kd_loss(logps, q, temperature=cfg.target_temp)
         return out.loss, out.metrics
-    assert anchor is not None
+    if anchor is None:
+        raise ValueError(f"student_loss: loss {spec.loss!r} needs an `anchor`, got None")
     ref = anchor.anchor_logps(_policy_logps, batch.obs, z)  # (B, K), no grad
     if spec.loss == "opo":
         out = opo_loss(logps, ref, scores, alpha=cfg.opo_alpha, mu=cfg.opo_mu)
