@@ -59,7 +59,7 @@ import tyro
 from torch import Tensor, nn
 
 from adpo import metrics
-from adpo.anchors import Anchor, FixedAnchor, OnPolicyAnchor
+from adpo.anchors import AnchorConfig, canonical_anchor, make_anchor
 from adpo.experiments._io import (
     command_line,
     console,
@@ -196,26 +196,39 @@ class Method:
     family: Literal[
         "adpo_softmax", "adpo_pl", "adpo_raw", "dpo_hard", "dpo_soft", "ppo", "trpo", "grpo", "opo"
     ]
-    anchor: Literal["fixed", "dynamic"] = "fixed"
+    anchor: Literal["fixed", "on_policy"] = "fixed"  # "dynamic": deprecated for on_policy
     base: str = ""  # name without the anchor suffix (for the anchor comparison)
+
+    def __post_init__(self) -> None:
+        kind = canonical_anchor(self.anchor, owner="Method: `anchor`")
+        if kind not in ("fixed", "on_policy"):
+            raise ValueError(
+                f"Method: `anchor` must be 'fixed' or 'on_policy', got {self.anchor!r}"
+            )
+        object.__setattr__(self, "anchor", kind)  # frozen dataclass
+
+    @property
+    def anchor_label(self) -> str:
+        """The anchor as the committed results tables spell it ("fixed" / "dynamic")."""
+        return "dynamic" if self.anchor == "on_policy" else "fixed"
 
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("ADPO-softmax/fixed", "adpo_softmax", "fixed", "ADPO-softmax"),
-        Method("ADPO-softmax/dynamic", "adpo_softmax", "dynamic", "ADPO-softmax"),
+        Method("ADPO-softmax/dynamic", "adpo_softmax", "on_policy", "ADPO-softmax"),
         Method("ADPO-PL/fixed", "adpo_pl", "fixed", "ADPO-PL"),
-        Method("ADPO-PL/dynamic", "adpo_pl", "dynamic", "ADPO-PL"),
+        Method("ADPO-PL/dynamic", "adpo_pl", "on_policy", "ADPO-PL"),
         Method("ADPO-raw/fixed", "adpo_raw", "fixed", "ADPO-raw"),
-        Method("ADPO-raw/dynamic", "adpo_raw", "dynamic", "ADPO-raw"),
+        Method("ADPO-raw/dynamic", "adpo_raw", "on_policy", "ADPO-raw"),
         Method("DPO-hard", "dpo_hard", "fixed", "DPO-hard"),
         Method("DPO-soft", "dpo_soft", "fixed", "DPO-soft"),
-        Method("PPO", "ppo", "dynamic", "PPO"),
-        Method("TRPO", "trpo", "dynamic", "TRPO"),
-        Method("GRPO", "grpo", "dynamic", "GRPO"),
+        Method("PPO", "ppo", "on_policy", "PPO"),
+        Method("TRPO", "trpo", "on_policy", "TRPO"),
+        Method("GRPO", "grpo", "on_policy", "GRPO"),
         Method("OPO/fixed", "opo", "fixed", "OPO"),
-        Method("OPO/dynamic", "opo", "dynamic", "OPO"),
+        Method("OPO/dynamic", "opo", "on_policy", "OPO"),
     )
 }
 """PPO, TRPO and GRPO are anchored to π_old by construction (their ratio/KL is to the
@@ -725,7 +738,8 @@ def train_method(
     """Train one method for all stacked seeds; return per-seed metrics (each ``[S]``)."""
     policy = copy.deepcopy(ref_model).requires_grad_(True)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    anchor: Anchor = FixedAnchor(ref_model) if method.anchor == "fixed" else OnPolicyAnchor()
+    # on_policy: π_old, re-snapshotted every round (refresh_every=1)
+    anchor = make_anchor(AnchorConfig(kind=method.anchor), policy, ref_model)
     R, S = feedback.uniform.shape[:2]
     online = torch.zeros(S)
     for t in range(R):
@@ -839,7 +853,7 @@ class _Sweep:
                 "scenario": scenario,
                 "method": method,
                 "family": m.family,
-                "anchor": m.anchor,
+                "anchor": m.anchor_label,
                 "seed": s,
                 "hidden": hidden,
                 "winmass": round(float(out["winmass"][k]), 5),

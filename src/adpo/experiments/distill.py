@@ -73,7 +73,7 @@ import tyro
 from torch import Tensor, nn
 
 from adpo import metrics
-from adpo.anchors import Anchor, EMAAnchor, FixedAnchor, SelfAnchor
+from adpo.anchors import Anchor, AnchorConfig, canonical_anchor, make_anchor
 from adpo.experiments._io import (
     command_line,
     console,
@@ -415,16 +415,24 @@ class MethodSpec:
     Attributes:
         loss: ``"kd"`` (kd_loss), ``"bc"`` (sft_loss on teacher samples), ``"adpo"``,
             ``"opo"``.
-        anchor: ``None`` (KD, BC), ``"self"``, ``"ema"`` or ``"teacher"``.
+        anchor: ``None`` (KD, BC), ``"self"``, ``"ema"`` or ``"fixed"`` (the teacher;
+            the old spelling ``"teacher"`` still works, with a ``DeprecationWarning``).
         target: ``"teacher"`` (``q ∝ exp(s/β)``) or ``"residual"``
             (``q ∝ exp((s − log π_ref)/β)``); ADPO only.
     """
 
     loss: Literal["kd", "bc", "adpo", "opo"]
-    anchor: Literal["self", "ema", "teacher"] | None = None
+    anchor: Literal["self", "ema", "fixed"] | None = None
     target: Literal["teacher", "residual"] = "teacher"
 
     def __post_init__(self) -> None:
+        if self.anchor is not None:
+            kind = canonical_anchor(self.anchor, owner="MethodSpec: `anchor`")
+            if kind not in ("self", "ema", "fixed"):
+                raise ValueError(
+                    f"MethodSpec: `anchor` must be 'self', 'ema' or 'fixed', got {self.anchor!r}"
+                )
+            object.__setattr__(self, "anchor", kind)  # frozen dataclass
         if self.loss in ("adpo", "opo") and self.anchor is None:
             raise ValueError(f"MethodSpec: loss {self.loss!r} needs an anchor")
         if self.loss in ("kd", "bc") and self.anchor is not None:
@@ -438,8 +446,8 @@ METHODS: dict[str, MethodSpec] = {
     "BC": MethodSpec("bc"),
     "ADPO-self": MethodSpec("adpo", "self"),
     "ADPO-EMA": MethodSpec("adpo", "ema"),
-    "ADPO-teacher": MethodSpec("adpo", "teacher"),
-    "OPO": MethodSpec("opo", "teacher"),
+    "ADPO-teacher": MethodSpec("adpo", "fixed"),
+    "OPO": MethodSpec("opo", "fixed"),
     "ADPO-self-residual": MethodSpec("adpo", "self", "residual"),
     "ADPO-EMA-residual": MethodSpec("adpo", "ema", "residual"),
 }
@@ -594,13 +602,10 @@ class DistillConfig:
 def _make_anchor(
     spec: MethodSpec, student: nn.Module, teacher: Teacher, cfg: DistillConfig
 ) -> Anchor | None:
-    if spec.anchor == "self":
-        return SelfAnchor(student)
-    if spec.anchor == "ema":
-        return EMAAnchor(student, cfg.ema_decay)
-    if spec.anchor == "teacher":
-        return FixedAnchor(TeacherActor(teacher))
-    return None
+    if spec.anchor is None:
+        return None
+    ref = TeacherActor(teacher) if spec.anchor == "fixed" else None
+    return make_anchor(AnchorConfig(kind=spec.anchor, ema_decay=cfg.ema_decay), student, ref)
 
 
 def student_loss(
