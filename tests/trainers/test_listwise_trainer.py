@@ -512,7 +512,7 @@ def test_moving_anchor_is_checkpointed_and_resumed(tmp_path, anchor):
 def test_listwise_config_aliases_and_vocabulary(tmp_path):
     with pytest.warns(DeprecationWarning, match="`beta` is deprecated, use `target_beta`"):
         c = _args(tmp_path, beta=0.25)
-    assert c.target_beta == 0.25 and c.beta is None
+    assert c.target_beta == 0.25 and c.beta == 0.25
     with pytest.warns(DeprecationWarning, match="`ema_decay`"):
         assert _args(tmp_path, ema_decay=0.3).anchor_ema_decay == 0.3
     with pytest.warns(DeprecationWarning, match="`anchor_update_steps`"):
@@ -520,7 +520,7 @@ def test_listwise_config_aliases_and_vocabulary(tmp_path):
     with pytest.warns(DeprecationWarning, match="'dynamic'.*'on_policy'"):
         assert _args(tmp_path, anchor="dynamic").anchor == "on_policy"
     with (
-        pytest.raises(ValueError, match="`target_beta`=0.5.*`beta`=0.25"),
+        pytest.raises(ValueError, match=r"`target_beta`=0\.5.*`beta`=0\.25"),
         pytest.warns(DeprecationWarning),
     ):
         _args(tmp_path, target_beta=0.5, beta=0.25)

@@ -194,7 +194,7 @@ class ListwiseConfig(TrainingArguments):
                     )
                 nv = ov
             setattr(self, new, default if nv is None else nv)
-            setattr(self, old, None)  # resolved: a copy of this config does not warn again
+            # the alias keeps a value the caller set (readers of the old name still work)
         if self.ties not in ("breslow", "efron"):
             raise ValueError(
                 f"ListwiseConfig: `ties` must be 'breslow' or 'efron', got {self.ties!r}"
