@@ -8,7 +8,7 @@ import pytest
 
 from adpo import cli
 
-PUBLIC_MODULES = ["adpo.losses", "adpo.anchors", "adpo.schedules", "adpo.logprobs", "adpo.tiny"]
+PUBLIC_MODULES = ["adpo.losses", "adpo.anchors", "adpo.schedules", "adpo.logprobs", "adpo.metrics", "adpo.tiny"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
