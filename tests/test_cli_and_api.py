@@ -14,6 +14,7 @@ PUBLIC_MODULES = [
     "adpo.anchors",
     "adpo.schedules",
     "adpo.logprobs",
+    "adpo.metrics",
     "adpo.rewards",
     "adpo.data",
     "adpo.data.rows",

@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "AdaptiveKLController",
     "EntropyRewardTemperature",
     "GuardedTemperature",
     "candidate_entropy",
@@ -203,25 +202,3 @@ class EntropyRewardTemperature:
         r = reward_mean.detach()
         tau = self.tau_base * (1 + self.a * h + self.b * (1 - h) * (1 - r))
         return tau.clamp(self.tau_min, self.tau_max)
-
-
-@dataclass
-class AdaptiveKLController:
-    """Adaptive KL coefficient of the PPO paper (§4, "adaptive KL penalty coefficient").
-
-    After each update with measured KL ``d``: ``β ← β/2`` if ``d < d_targ/1.5``,
-    ``β ← 2β`` if ``d > 1.5·d_targ``. Pair with ``adpo.losses.kl_penalty_loss``.
-    """
-
-    beta: float = 1.0
-    target_kl: float = 0.01
-    factor: float = 2.0
-    beta_min: float = 1e-4
-    beta_max: float = 1e4
-
-    def update(self, kl: float) -> float:
-        if kl < self.target_kl / 1.5:
-            self.beta = max(self.beta / self.factor, self.beta_min)
-        elif kl > self.target_kl * 1.5:
-            self.beta = min(self.beta * self.factor, self.beta_max)
-        return self.beta

@@ -176,3 +176,11 @@ def test_per_token_advantages_are_accepted():
         torch.exp(lp - old) * adv_tok, torch.exp(lp - old).clamp(0.8, 1.2) * adv_tok
     )
     torch.testing.assert_close(ppo_loss(lp, old, adv_tok).loss, per.mean())
+
+
+def test_aggregate_tokens_unknown_mode_raises():
+    x, m = torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"loss_agg_mode.*seq-mean-token-sum-norm.*'bogus'"):
+        aggregate_tokens(x, m, "bogus")
+    with pytest.raises(ValueError, match="loss_agg_mode"):
+        grpo_loss(x, x, torch.ones(2), m, loss_agg_mode="bogus")

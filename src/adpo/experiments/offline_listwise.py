@@ -15,7 +15,6 @@ variant), ``offline_listwise.png`` and each run's folder.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from adpo._io import (
     write_csv,
     write_json,
 )
+from adpo.metrics import mean_std
 
 #: name -> (target, anchor)
 VARIANTS: dict[str, tuple[str, str]] = {
@@ -94,10 +94,11 @@ def run(cfg: OfflineListwiseConfig) -> dict:
     for name in cfg.variants:
         mine = [r for r in rows if r["variant"] == name]
         table[name] = {
-            k: {
-                "mean": statistics.fmean(r[k] for r in mine),
-                "std": statistics.stdev(r[k] for r in mine) if len(mine) > 1 else 0.0,
-            }
+            k: dict(
+                zip(
+                    ("mean", "std"), mean_std([r[k] for r in mine], arithmetic="exact"), strict=True
+                )
+            )
             for k in METRICS
         }
     summary = {

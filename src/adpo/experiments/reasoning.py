@@ -51,6 +51,7 @@ from adpo._io import (
     write_json,
 )
 from adpo.experiments.arithmetic_rl import ArithmeticRLConfig
+from adpo.metrics import mean_std
 from adpo.trainers.presets import LOSSES, Loss
 
 ALL_LOSSES: tuple[Loss, ...] = LOSSES
@@ -99,13 +100,9 @@ def _ratio(a: float, b: float) -> float:
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
-    import numpy as np
-
-    a = np.asarray(xs, dtype=float)
-    a = a[~np.isnan(a)]
-    if not len(a):
-        return math.nan, math.nan
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    """:func:`adpo.metrics.mean_std` over the seeds that have a value (NaN: none)."""
+    v = [x for x in xs if not math.isnan(x)]
+    return mean_std(v, arithmetic="numpy") if v else (math.nan, math.nan)
 
 
 def run(cfg: ReasoningConfig) -> dict[str, Any]:

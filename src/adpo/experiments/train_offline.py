@@ -6,7 +6,7 @@ evaluates it and writes the output folder; ``adpo bench listwise`` calls it per 
 Run on your model and data::
 
     adpo train-offline --model ID_OR_PATH --data rows.jsonl --out runs/offline \
-        [--target softmax|plackett_luce|top1|probs] [--anchor fixed|precomputed|self|ema|dynamic] \
+        [--target softmax|plackett_luce|top1|probs] [--anchor fixed|precomputed|self|ema|on_policy] \
         [--config listwise.yaml] [--skip-bad-rows]
 
 or with no ``--model``/``--data`` on the embedded default: a tiny Qwen3 warm-started with
@@ -53,7 +53,7 @@ DEFAULT_TASK_CONFIG: dict[str, Any] = {
     "learning_rate": 1e-3,
     "lr_scheduler_type": "constant",
     "tau": 1.0,
-    "beta": 0.5,
+    "target_beta": 0.5,
     "max_steps": 300,
     "logging_steps": 10,
 }
@@ -71,8 +71,9 @@ class TrainOfflineArgs:
     """output folder"""
     target: Literal["softmax", "plackett_luce", "top1", "probs"] | None = None
     """target q (default: the config's, else 'softmax')"""
-    anchor: Literal["fixed", "precomputed", "self", "ema", "dynamic"] | None = None
-    """anchor strategy (default: the config's, else 'fixed')"""
+    anchor: Literal["fixed", "precomputed", "self", "ema", "on_policy", "dynamic"] | None = None
+    """anchor strategy (default: the config's, else 'fixed'); 'on_policy' refreshes every
+    ``anchor_refresh_every`` steps ('dynamic' is its deprecated spelling)"""
     config: str | None = None
     """YAML file of ListwiseConfig / TrainingArguments fields"""
     ref_model: str | None = None
@@ -284,7 +285,7 @@ def run(args: TrainOfflineArgs) -> dict[str, Any]:
         "target": config.target,
         "anchor": config.anchor,
         "tau": config.tau,
-        "beta": config.beta,
+        "beta": config.target_beta,  # β_r (key kept: committed summaries use it)
         "learning_rate": config.learning_rate,
         "model": "embedded tiny Qwen3 (warm-started)" if default_task else str(args.model),
         "data": "generated arithmetic listwise" if default_task else str(args.data),

@@ -58,6 +58,10 @@ def aggregate_tokens(per_token: Tensor, mask: Tensor, mode: AggMode) -> Tensor:
     masked = torch.where(mask, per_token, zero)
     if mode == "token-mean":
         return masked.sum() / mask.sum().clamp_min(1)
+    if mode not in _AGG_MODES:
+        raise ValueError(
+            f"aggregate_tokens: `mode` (loss_agg_mode) must be one of {_AGG_MODES}, got {mode!r}"
+        )
     seq_sum = masked.sum(-1)  # (...,)
     if mode == "seq-mean-token-mean":
         return (seq_sum / mask.sum(-1).clamp_min(1)).mean()
@@ -329,8 +333,7 @@ def kl_penalty_loss(
     ``r − 1 − log r`` (unbiased and ≥ 0; Schulman, "Approximating KL divergence"). When
     the full distributions are available (bandits, small action spaces) pass the exact
     ``KL(π_old‖πθ)`` per sequence as ``exact_kl`` (shape ``logps.shape[:-1]``); it is then
-    averaged over sequences instead of the token estimate. For an adaptive β see
-    ``adpo.schedules.AdaptiveKLController``.
+    averaged over sequences instead of the token estimate.
 
     Args:
         beta: penalty coefficient β ≥ 0.
