@@ -39,7 +39,7 @@ def test_config_requires_whole_groups_per_micro_batch(tmp_path):
 @pytest.mark.parametrize(
     ("cls", "field", "value", "match"),
     [
-        (ADPOConfig, "anchor", "self", "anchor"),
+        (ADPOConfig, "anchor", "precomputed", "anchor"),
         (ADPOConfig, "anchor_ema_decay", 1.0, "anchor_ema_decay"),
         (ADPOConfig, "target", "pairwise", "target"),
         (ADPOConfig, "tau", 0.0, "tau"),
@@ -505,8 +505,23 @@ def test_on_policy_anchor_is_the_round_start_policy_for_every_mini_batch(tmp_pat
     assert tr.state.log_history[1]["delta_abs_max"] > 0  # Δ ≠ 0 on the round's second mini-batch
 
 
-def test_fixed_anchor_is_the_initial_policy(tmp_path):
-    tok, tr, init = _run_anchor(tmp_path, "fixed", log_kl_to_init=True)
+def test_online_configs_speak_the_anchor_vocabulary(tmp_path):
+    with pytest.warns(DeprecationWarning, match="'dynamic' is deprecated, use 'on_policy'"):
+        assert ADPOConfig(**base_args(str(tmp_path)), anchor="dynamic").anchor == "on_policy"
+    with pytest.raises(ValueError, match="no reference log-probs come with the data"):
+        OPOConfig(**base_args(str(tmp_path)), anchor="precomputed")
+    with pytest.raises(ValueError, match=r"must be one of"):
+        ADPOConfig(**base_args(str(tmp_path)), anchor="bogus")
+    tok, model, ds = tiny_setup()
+    with pytest.raises(ValueError, match="pass `ref_model` with anchor='fixed'"):
+        ADPOTrainer(model=model, reward_funcs=_graded, train_dataset=ds, processing_class=tok,
+                    args=ADPOConfig(**base_args(str(tmp_path)), anchor="self"),
+                    ref_model=copy.deepcopy(model))  # fmt: skip
+
+
+@pytest.mark.parametrize("anchor", ["fixed", "self"])
+def test_fixed_anchor_is_the_initial_policy(tmp_path, anchor):
+    tok, tr, init = _run_anchor(tmp_path, anchor, log_kl_to_init=True)
     for mb in tr.micro_batches:
         expected = _logps_under(init, tok, mb)
         assert _masked_close(mb["anchor_per_token_logps"], expected, mb["completion_mask"])

@@ -69,7 +69,7 @@ from torch import Tensor, nn
 from trl import GRPOConfig, GRPOTrainer
 
 from adpo._compat import trl as seam
-from adpo.anchors import EMAAnchor, FixedAnchor
+from adpo.anchors import EMAAnchor, FixedAnchor, canonical_anchor
 from adpo.losses import LossOutput, adpo_loss, opo_loss
 from adpo.rewards.guard import guard_reward_funcs
 from adpo.schedules import EntropyRewardTemperature, GuardedTemperature, candidate_entropy
@@ -84,7 +84,7 @@ __all__ = [
 ]
 
 TESTED_TRL = seam.TESTED_TRL  # kept: it was importable from here
-_ANCHORS = ("on_policy", "fixed", "ema")
+_ANCHORS = ("on_policy", "fixed", "self", "ema")  # online: every kind but "precomputed"
 _TAU_SCHEDULES = ("constant", "guarded", "entropy_reward")
 _STATE_FILE = "adpo_trainer_state_rank{rank}.pt"
 
@@ -116,9 +116,14 @@ class AnchoredGroupConfig(GRPOConfig):
 
     Parameters:
         anchor (`str`, defaults to `"on_policy"`):
+            One name of the library's anchor vocabulary (:data:`adpo.anchors.ANCHOR_KINDS`):
             ``"on_policy"`` (π_ref ← π_old, shared by every mini-batch of a generation
-            round), ``"fixed"`` (the initial model, or the trainer's ``ref_model``) or
+            round; no model copy), ``"fixed"`` (the trainer's ``ref_model``; without one,
+            the initial model), ``"self"`` (a frozen snapshot of the initial model) or
             ``"ema"`` (moving average of the policy's weights, updated once per round).
+            ``"fixed"``, ``"self"`` and ``"ema"`` hold one frozen model copy (none under
+            PEFT for ``fixed``/``self``: adapters off). ``"precomputed"`` does not apply
+            (rounds are generated fresh); ``"dynamic"`` is a deprecated ``"on_policy"``.
         anchor_ema_decay (`float`, defaults to `0.99`):
             Decay ``d`` of the EMA anchor, ``θ_a ← d·θ_a + (1−d)·θ`` per round.
         log_kl_to_init (`bool`, defaults to `False`):
@@ -174,8 +179,12 @@ class AnchoredGroupConfig(GRPOConfig):
                 "all completions of a prompt in one micro-batch (whole groups)"
             )
         super().__post_init__()
+        self.anchor = canonical_anchor(self.anchor, owner=f"{name}: `anchor`")
         if self.anchor not in _ANCHORS:
-            raise ValueError(f"{name}: `anchor` must be one of {_ANCHORS}, got {self.anchor!r}")
+            raise ValueError(
+                f"{name}: `anchor` must be one of {_ANCHORS}, got {self.anchor!r} (online rounds "
+                "are generated afresh, so no reference log-probs come with the data)"
+            )
         if not 0.0 <= self.anchor_ema_decay < 1.0:
             raise ValueError(
                 f"{name}: `anchor_ema_decay` must lie in [0, 1), got {self.anchor_ema_decay!r}"
@@ -516,11 +525,15 @@ class _AnchoredGroupTrainer(GRPOTrainer):
 
         # the initial policy: the fixed anchor and/or the KL-to-init reference
         self._init_anchor: FixedAnchor | None = None
+        if ref_model is not None and args.anchor == "self":
+            raise ValueError(
+                f"{cls}: anchor='self' is the initial policy; pass `ref_model` with anchor='fixed'"
+            )
         if ref_model is not None:
             ref = self._prepare_frozen(ref_model, copy_=False)
             ref.to(self.accelerator.device)
             self._init_anchor = FixedAnchor(ref)
-        elif (args.anchor == "fixed" or args.log_kl_to_init) and not self._is_peft:
+        elif (args.anchor in ("fixed", "self") or args.log_kl_to_init) and not self._is_peft:
             self._init_anchor = FixedAnchor(self._prepare_frozen(self.model))
         self._ema_anchor: EMAAnchor | None = None
         if args.anchor == "ema":
@@ -625,7 +638,7 @@ class _AnchoredGroupTrainer(GRPOTrainer):
                 # optimizer step, so they equal the generating policy's.
                 if out.get("old_per_token_logps") is not None:
                     out["anchor_per_token_logps"] = out["old_per_token_logps"]
-            elif anchor == "fixed":
+            elif anchor in ("fixed", "self"):
                 out["anchor_per_token_logps"] = self._init_logps(out)
             else:  # "ema": built in __init__
                 out["anchor_per_token_logps"] = self._ema_anchor.anchor_logps(
@@ -633,7 +646,9 @@ class _AnchoredGroupTrainer(GRPOTrainer):
                 )
             if self.args.log_kl_to_init:
                 out["init_per_token_logps"] = (
-                    out["anchor_per_token_logps"] if anchor == "fixed" else self._init_logps(out)
+                    out["anchor_per_token_logps"]
+                    if anchor in ("fixed", "self")
+                    else self._init_logps(out)
                 )
         return out
 
