@@ -63,6 +63,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "main",
         "online RL on the demo task: adpo-pl, adpo, opo, grpo, gspo, dapo × seeds",
     ),
+    "trainer": (
+        "adpo.experiments.trainer_bench",
+        "main",
+        "ADPOTrainer/OPOTrainer vs TRL's GRPOTrainer: time per step and peak memory",
+    ),
     "distill": (
         "adpo.experiments.distill",
         "main",
