@@ -8,7 +8,29 @@ import pytest
 
 from adpo import cli
 
-PUBLIC_MODULES = ["adpo.losses", "adpo.anchors", "adpo.schedules", "adpo.logprobs", "adpo.tiny"]
+# every public package and module (the verl package is checked in the verl environment)
+PUBLIC_MODULES = [
+    "adpo.losses",
+    "adpo.anchors",
+    "adpo.schedules",
+    "adpo.logprobs",
+    "adpo.metrics",
+    "adpo.rewards",
+    "adpo.data",
+    "adpo.data.rows",
+    "adpo.data.listwise",
+    "adpo.data.arithmetic",
+    "adpo.trainers",
+    "adpo.trainers.online",
+    "adpo.trainers.listwise",
+    "adpo.trainers.presets",
+    "adpo.trainers.warm_start",
+    "adpo.trainers.callbacks",
+    "adpo.integrations.trl",
+    "adpo._compat.trl",
+    "adpo.testing",
+    "adpo.tiny",
+]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
@@ -17,6 +39,35 @@ def test_every_public_symbol_imports(name):
     assert module.__all__, name
     for symbol in module.__all__:
         assert getattr(module, symbol) is not None, f"{name}.{symbol}"
+
+
+def test_old_import_paths_still_work():
+    import warnings
+
+    from adpo.integrations.trl import ADPOConfig, ADPOTrainer, OPOConfig, OPOTrainer, shuffle_groups
+    from adpo.tiny import ArithmeticTask, char_tokenizer, tiny_qwen3  # noqa: F401
+    from adpo.trainers import ADPOTrainer as new_adpo
+    from adpo.trainers import ListwiseTrainer  # noqa: F401
+    from adpo.trainers import OPOTrainer as new_opo
+
+    assert ADPOTrainer is new_adpo and OPOTrainer is new_opo
+    assert ADPOConfig and OPOConfig and shuffle_groups
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from adpo.trainers.online import loss_config
+    from adpo.trainers.presets import loss_config as new_loss_config
+
+    assert loss_config is new_loss_config
+    assert any("moved to adpo.trainers.presets" in str(w.message) for w in caught)
+
+
+def test_trainers_package_imports_without_loading_trl():
+    code = (
+        "import sys, adpo.trainers as t; assert 'trl' not in sys.modules; "
+        "t.ListwiseTrainer; assert 'trl' not in sys.modules; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 def test_design_md_loss_names_exist():

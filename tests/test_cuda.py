@@ -148,7 +148,7 @@ def test_logprob_helpers_cuda_match_cpu():
 
 def test_tiny_model_logps_and_anchors_on_cuda():
     pytest.importorskip("transformers")
-    from adpo.tiny import tiny_qwen3
+    from adpo.testing import tiny_qwen3
 
     model = tiny_qwen3(40, hidden_size=32, num_layers=1).cuda()
     ids = torch.randint(3, 40, (4, 12), device="cuda")

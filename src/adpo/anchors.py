@@ -26,6 +26,7 @@ with adapters disabled instead of a copy (the trainers do that).
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,16 +35,41 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "ANCHOR_KINDS",
     "Anchor",
     "AnchorConfig",
     "EMAAnchor",
     "FixedAnchor",
     "OnPolicyAnchor",
     "SelfAnchor",
+    "canonical_anchor",
     "make_anchor",
 ]
 
-AnchorKind = Literal["fixed", "self", "ema", "on_policy"]
+AnchorKind = Literal["fixed", "self", "ema", "on_policy", "precomputed"]
+#: The one anchor vocabulary: ``fixed`` (a given reference, the teacher in distillation),
+#: ``self`` (snapshot of the initial policy), ``ema``, ``on_policy`` (π_old, refreshed every
+#: round or every N steps) and ``precomputed`` (reference log-probs given in the data).
+ANCHOR_KINDS: tuple[str, ...] = ("fixed", "self", "ema", "on_policy", "precomputed")
+# old spellings, accepted with a DeprecationWarning
+_OLD_NAMES = {"dynamic": "on_policy", "teacher": "fixed"}
+
+
+def canonical_anchor(name: str, *, owner: str = "anchor") -> str:
+    """Return the canonical spelling of anchor kind ``name`` (one of :data:`ANCHOR_KINDS`).
+
+    Old spellings still work with a ``DeprecationWarning``: ``"dynamic"`` → ``"on_policy"``,
+    ``"teacher"`` → ``"fixed"``. Anything else raises ``ValueError`` naming ``owner``.
+    """
+    if name in _OLD_NAMES:
+        new = _OLD_NAMES[name]
+        warnings.warn(
+            f"{owner}: anchor {name!r} is deprecated, use {new!r}", DeprecationWarning, stacklevel=3
+        )
+        return new
+    if name not in ANCHOR_KINDS:
+        raise ValueError(f"{owner} must be one of {ANCHOR_KINDS}, got {name!r}")
+    return name
 
 
 def _frozen_copy(model: nn.Module) -> nn.Module:
@@ -134,7 +160,8 @@ class EMAAnchor(Anchor):
 
     @torch.no_grad()
     def refresh(self, model: nn.Module) -> None:
-        assert self.module is not None
+        if self.module is None:  # only a subclass that drops the module gets here
+            raise RuntimeError("EMAAnchor.refresh: the anchor module is gone")
         for a, p in zip(self.module.parameters(), model.parameters(), strict=True):
             a.lerp_(p.detach().to(a.dtype), 1.0 - self.decay)
         for a, b in zip(self.module.buffers(), model.buffers(), strict=True):
@@ -176,12 +203,14 @@ class OnPolicyAnchor(Anchor):
 
 @dataclass
 class AnchorConfig:
-    """Which anchor to build.
+    """Which anchor to build (see :data:`ANCHOR_KINDS`).
 
     Attributes:
-        kind: ``"fixed"`` (needs a reference model), ``"self"``, ``"ema"`` or
-            ``"on_policy"``.
-        ema_decay: decay of the EMA anchor.
+        kind: ``"fixed"`` (needs a reference model), ``"self"``, ``"ema"``, ``"on_policy"``
+            or ``"precomputed"`` (no module: the reference log-probs come with the data, and
+            :func:`make_anchor` returns None). Old spellings ``"dynamic"``/``"teacher"``
+            are mapped with a ``DeprecationWarning``.
+        ema_decay: decay of the EMA anchor, in [0, 1).
         refresh_every: the on-policy anchor re-snapshots every this many refreshes.
     """
 
@@ -190,25 +219,31 @@ class AnchorConfig:
     refresh_every: int = 1
 
     def __post_init__(self) -> None:
-        if self.kind not in ("fixed", "self", "ema", "on_policy"):
-            raise ValueError(
-                f"AnchorConfig: `kind` must be 'fixed', 'self', 'ema' or 'on_policy', got {self.kind!r}"
-            )
+        self.kind = canonical_anchor(self.kind, owner="AnchorConfig: `kind`")  # type: ignore[assignment]
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(
                 f"AnchorConfig: `ema_decay` must lie in [0, 1), got {self.ema_decay!r}"
             )
-        if self.refresh_every < 1:
+        if isinstance(self.refresh_every, bool) or not (
+            isinstance(self.refresh_every, int) and self.refresh_every >= 1
+        ):
             raise ValueError(
-                f"AnchorConfig: `refresh_every` must be >= 1, got {self.refresh_every!r}"
+                f"AnchorConfig: `refresh_every` must be an int >= 1, got {self.refresh_every!r}"
             )
 
 
 def make_anchor(
-    config: AnchorConfig | AnchorKind, model: nn.Module, ref_model: nn.Module | None = None
-) -> Anchor:
-    """Build the anchor described by ``config`` for ``model`` (``ref_model`` for ``fixed``)."""
-    cfg = AnchorConfig(kind=config) if isinstance(config, str) else config
+    config: AnchorConfig | str, model: nn.Module, ref_model: nn.Module | None = None
+) -> Anchor | None:
+    """Build the anchor described by ``config`` for ``model`` (``ref_model`` for ``fixed``).
+
+    The on-policy anchor is snapshotted at once (its first refresh). ``precomputed``
+    returns None: there is no anchor module, the caller reads reference log-probs from
+    its data.
+    """
+    cfg = AnchorConfig(kind=config) if isinstance(config, str) else config  # type: ignore[arg-type]
+    if cfg.kind == "precomputed":
+        return None
     if cfg.kind == "fixed":
         if ref_model is None:
             raise ValueError("make_anchor: kind='fixed' needs `ref_model`")

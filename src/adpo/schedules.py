@@ -1,17 +1,89 @@
-"""Schedules: the guarded adaptive temperature of ADPO and an adaptive KL coefficient.
+"""Temperature schedules of ADPO and the confidence they read.
 
-These are small stateful objects driven by numbers the trainer already logs; they hold
-no model and compute no loss. Shapes: ``B`` prompts.
+Small objects driven by numbers the trainer already has; they hold no model and compute
+no loss. Shapes: ``B`` prompts, ``G`` candidates per prompt, ``T`` tokens.
+
+* :func:`candidate_entropy` — the normalised entropy ``H̄`` of the *policy* over a group's
+  candidates, the confidence both schedules read.
+* :class:`GuardedTemperature` — one τ per update (ADPO paper §5.1, eq. 12).
+* :class:`EntropyRewardTemperature` — one τ per prompt (the authors' earlier trainer).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
+import torch
 from torch import Tensor
 
-__all__ = ["AdaptiveKLController", "EntropyRewardTemperature", "GuardedTemperature"]
+__all__ = [
+    "EntropyRewardTemperature",
+    "GuardedTemperature",
+    "candidate_entropy",
+]
+
+
+def candidate_entropy(
+    logps: Tensor,
+    mask: Tensor | None = None,
+    valid: Tensor | None = None,
+    *,
+    length_norm: Literal["mean", "sum"] = "mean",
+) -> Tensor:
+    """Normalised entropy ``H̄ ∈ [0, 1]`` of the policy over each group's candidates.
+
+    The policy's distribution over the ``G`` candidates of a prompt is
+    ``softmax_i(s_i)`` with ``s_i`` the candidate's log-prob: its token mean
+    (``length_norm="mean"``, default) or its sum (``"sum"``, the sequence probability).
+    Sums make long candidates look improbable whatever the policy's confidence, so a group
+    of completions of different lengths reads as "confident" in whichever is shortest;
+    token means compare per-token confidence and are what we default to. Divided by
+    ``log(#valid)``; a group with fewer than two valid candidates reads 0 (nothing to be
+    unsure about).
+
+    Args:
+        logps: ``[B, G]`` sequence log-probs, or ``[B, G, T]`` token log-probs with ``mask``.
+        mask: ``[B, G, T]``, True for completion tokens (token-level input only).
+        valid: ``[B, G]``, True for real candidates (default: all).
+        length_norm: ``"mean"`` or ``"sum"`` of the token log-probs (token-level input).
+
+    Returns:
+        ``[B]`` detached, float32 or wider.
+    """
+    if length_norm not in ("mean", "sum"):
+        raise ValueError(
+            f"candidate_entropy: `length_norm` must be 'mean' or 'sum', got {length_norm!r}"
+        )
+    x = logps.detach()
+    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    if x.dim() == 3:
+        if mask is None or mask.shape != x.shape:
+            raise ValueError(
+                "candidate_entropy: token-level `logps` [B, G, T] need a `mask` of the same "
+                f"shape, got {None if mask is None else tuple(mask.shape)} for {tuple(x.shape)}"
+            )
+        m = mask.to(x.dtype)
+        s = (x * m).sum(-1)  # (B, G)
+        if length_norm == "mean":
+            s = s / m.sum(-1).clamp_min(1.0)
+    elif x.dim() == 2:
+        s = x
+    else:
+        raise ValueError(
+            f"candidate_entropy: `logps` must be [B, G] or [B, G, T], got {tuple(x.shape)}"
+        )
+    v = torch.ones_like(s, dtype=torch.bool) if valid is None else valid.bool()
+    if v.shape != s.shape:
+        raise ValueError(
+            f"candidate_entropy: `valid` must be {tuple(s.shape)}, got {tuple(v.shape)}"
+        )
+    logp = torch.log_softmax(s.masked_fill(~v, float("-inf")), dim=-1)  # (B, G)
+    p = logp.exp()
+    h = -(p * logp.masked_fill(~v, 0.0)).sum(-1)  # (B,)
+    n = v.sum(-1)
+    return torch.where(n > 1, h / n.clamp_min(2).to(h.dtype).log(), torch.zeros_like(h)).clamp(0, 1)
 
 
 @dataclass
@@ -37,10 +109,11 @@ class GuardedTemperature:
     * ``b_t`` is the EMA of past batch rewards *before* this step's reward is folded in,
       ``b_{t+1} = m·b_t + (1−m)·R̄_t``; on the first call it starts at ``R̄_0`` (so
       ``p_0 = 0`` and the first τ is τ_max, the conservative end).
-    * ``H̄_t`` is whatever normalised entropy the caller passes, in [0, 1]. Trainers pass
-      the anchored entropy of the previous update (``anchored_entropy_norm``): with an
-      on-policy anchor the anchored distribution is uniform at the first mini-batch of
-      every round, so this step's value would always read "unconfident".
+    * ``H̄_t`` is the normalised entropy of the *policy* over the candidate set, as §5.1
+      says — :func:`candidate_entropy`, averaged over the batch's groups — never the
+      anchored distribution ``softmax(u)``: with an on-policy anchor that is uniform at
+      the start of every round, ``c_t`` would be 0 and τ would never leave τ_max. The
+      online trainers pass it from the current policy at each optimizer step.
 
     Attributes:
         tau_min, tau_max: range of τ (OPO paper runs: [0.2, 1.5]).
@@ -129,25 +202,3 @@ class EntropyRewardTemperature:
         r = reward_mean.detach()
         tau = self.tau_base * (1 + self.a * h + self.b * (1 - h) * (1 - r))
         return tau.clamp(self.tau_min, self.tau_max)
-
-
-@dataclass
-class AdaptiveKLController:
-    """Adaptive KL coefficient of the PPO paper (§4, "adaptive KL penalty coefficient").
-
-    After each update with measured KL ``d``: ``β ← β/2`` if ``d < d_targ/1.5``,
-    ``β ← 2β`` if ``d > 1.5·d_targ``. Pair with ``adpo.losses.kl_penalty_loss``.
-    """
-
-    beta: float = 1.0
-    target_kl: float = 0.01
-    factor: float = 2.0
-    beta_min: float = 1e-4
-    beta_max: float = 1e4
-
-    def update(self, kl: float) -> float:
-        if kl < self.target_kl / 1.5:
-            self.beta = max(self.beta / self.factor, self.beta_min)
-        elif kl > self.target_kl * 1.5:
-            self.beta = min(self.beta * self.factor, self.beta_max)
-        return self.beta

@@ -108,7 +108,7 @@ def test_make_anchor_and_config_checks():
     with pytest.raises(ValueError, match="ref_model"):
         make_anchor("fixed", model)
     with pytest.raises(ValueError, match="kind"):
-        AnchorConfig(kind="teacher")
+        AnchorConfig(kind="bogus")
     with pytest.raises(ValueError, match="ema_decay"):
         AnchorConfig(kind="ema", ema_decay=1.0)
     with pytest.raises(ValueError, match="every"):
@@ -129,3 +129,25 @@ def test_state_dict_round_trip():
     other.load_state_dict(state)
     assert other.calls == anchor.calls
     torch.testing.assert_close(other.anchor_logps(logps, X), anchor.anchor_logps(logps, X))
+
+
+def test_anchor_vocabulary_and_deprecated_spellings():
+    import warnings
+
+    from adpo.anchors import ANCHOR_KINDS, canonical_anchor
+
+    assert ANCHOR_KINDS == ("fixed", "self", "ema", "on_policy", "precomputed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # canonical names never warn
+        assert [canonical_anchor(k) for k in ANCHOR_KINDS] == list(ANCHOR_KINDS)
+    with pytest.warns(DeprecationWarning, match="'dynamic'.*'on_policy'"):
+        assert canonical_anchor("dynamic") == "on_policy"
+    with pytest.warns(DeprecationWarning, match="'teacher'.*'fixed'"):
+        cfg = AnchorConfig(kind="teacher")
+    assert cfg.kind == "fixed"
+    with pytest.warns(DeprecationWarning):
+        on = make_anchor(AnchorConfig(kind="dynamic", refresh_every=3), policy())
+    assert isinstance(on, OnPolicyAnchor) and on.every == 3
+    assert make_anchor("precomputed", policy()) is None
+    with pytest.raises(ValueError, match="refresh_every"):
+        AnchorConfig(refresh_every=True)

@@ -54,7 +54,7 @@ def test_token_entropy_and_sequence_logps():
 
 def test_causal_lm_logps_on_tiny_qwen3():
     pytest.importorskip("transformers")
-    from adpo.tiny import char_tokenizer, tiny_qwen3
+    from adpo.testing import char_tokenizer, tiny_qwen3
 
     tok = char_tokenizer()
     model = tiny_qwen3(len(tok), hidden_size=32, num_layers=1)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from adpo.schedules import AdaptiveKLController, EntropyRewardTemperature, GuardedTemperature
+from adpo.schedules import EntropyRewardTemperature, GuardedTemperature
 
 
 def test_guarded_temperature_formula():
@@ -62,10 +62,3 @@ def test_entropy_reward_temperature():
     )  # confident and wrong → larger τ than confident and right
     with pytest.raises(ValueError, match="reward_mean"):
         sched(h, r[:2])
-
-
-def test_adaptive_kl_controller():
-    c = AdaptiveKLController(beta=1.0, target_kl=0.01)
-    assert c.update(0.1) == 2.0
-    assert c.update(0.001) == 1.0
-    assert c.update(0.01) == 1.0

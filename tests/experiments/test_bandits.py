@@ -423,3 +423,17 @@ def test_paired_ties_use_per_seed_differences():
         for k, v in enumerate(vals)
     ]
     assert bd._paired_ties(rows, "s", "A", ["A", "B", "C"]) == ["A", "C"]
+
+
+def test_method_anchor_vocabulary_keeps_result_labels():
+    from adpo.experiments.bandits import METHODS as _M
+    from adpo.experiments.bandits import Method as _Method
+
+    dyn = _M["ADPO-softmax/dynamic"]
+    assert dyn.anchor == "on_policy" and dyn.anchor_label == "dynamic"
+    assert _M["ADPO-softmax/fixed"].anchor_label == "fixed"
+    with pytest.warns(DeprecationWarning, match="'dynamic'.*'on_policy'"):
+        old = _Method("x", "opo", "dynamic")
+    assert old.anchor == "on_policy"
+    with pytest.raises(ValueError, match="`anchor`"):
+        _Method("x", "opo", "ema")

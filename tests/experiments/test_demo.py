@@ -28,7 +28,8 @@ def test_demo_short_run_writes_summary_and_plot(tmp_path):
 
 
 def test_demo_split_is_disjoint_and_config_is_checked():
-    from adpo.experiments.demo import DemoConfig, _split
+    from adpo.experiments.arithmetic_rl import ArithmeticRLConfig as DemoConfig
+    from adpo.experiments.arithmetic_rl import _split
 
     warm, rl, test = _split(DemoConfig(n_train=300, n_test=100, warmup_examples=100))
     prompts = [{r["prompt"] for r in part} for part in (warm, rl, test)]

@@ -331,3 +331,20 @@ def test_quick_end_to_end_beats_random_policy(tmp_path):
         assert m["return_mean"] > 2 * summary["random_return"], name
         assert 0 <= m["ndcg"] <= 1 and m["kl_to_teacher"] >= 0
     assert (tmp_path / "runs.csv").is_file() and (tmp_path / "train_log.csv").is_file()
+
+
+def test_method_spec_anchor_vocabulary():
+    import warnings as _w
+
+    from adpo.anchors import FixedAnchor as _Fixed
+
+    assert D.METHODS["ADPO-teacher"].anchor == "fixed" and D.METHODS["OPO"].anchor == "fixed"
+    with pytest.warns(DeprecationWarning, match="'teacher'.*'fixed'"):
+        old = D.MethodSpec("adpo", "teacher")
+    assert old == D.MethodSpec("adpo", "fixed")
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        D.MethodSpec("adpo", "ema")
+    with pytest.raises(ValueError, match="`anchor`"):
+        D.MethodSpec("adpo", "on_policy")
+    assert _Fixed is not None

@@ -1,5 +1,6 @@
 """DPO/IPO/SFT and the token-level policy-gradient baselines against plain reference code."""
 
+import itertools
 import math
 
 import pytest
@@ -176,3 +177,67 @@ def test_per_token_advantages_are_accepted():
         torch.exp(lp - old) * adv_tok, torch.exp(lp - old).clamp(0.8, 1.2) * adv_tok
     )
     torch.testing.assert_close(ppo_loss(lp, old, adv_tok).loss, per.mean())
+
+
+def test_aggregate_tokens_unknown_mode_raises():
+    x, m = torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"loss_agg_mode.*seq-mean-token-sum-norm.*'bogus'"):
+        aggregate_tokens(x, m, "bogus")
+    with pytest.raises(ValueError, match="loss_agg_mode"):
+        grpo_loss(x, x, torch.ones(2), m, loss_agg_mode="bogus")
+
+
+# ---- verl's dual clip and k3 clamp (options; TRL's behaviour by default) --------------
+
+
+def _dual_clip_reference(lp, old, adv, eps, c):
+    """verl's compute_policy_loss (dual-clip branch), written out per token in float64."""
+    out = torch.empty_like(lp)
+    for idx in itertools.product(*(range(n) for n in lp.shape)):
+        r = math.exp(float(lp[idx] - old[idx]))
+        a = float(adv[idx[:-1]])
+        loss1 = max(-a * r, -a * min(max(r, 1 - eps), 1 + eps))
+        out[idx] = min(loss1, -a * c) if a < 0 else loss1
+    return out
+
+
+@pytest.mark.parametrize("fn", [ppo_loss, grpo_loss])
+def test_dual_clip_caps_negative_advantage_tokens_at_c_times_abs_a(fn):
+    g = torch.Generator().manual_seed(3)
+    B, G, T = 2, 4, 5
+    old = -torch.rand(B, G, T, generator=g, dtype=torch.float64)
+    lp = (old + 2.0 * torch.randn(B, G, T, generator=g, dtype=torch.float64)).requires_grad_()
+    adv = torch.randn(B, G, generator=g, dtype=torch.float64)
+    mask = torch.ones(B, G, T, dtype=torch.bool)
+    mode = "token-mean" if fn is ppo_loss else "seq-mean-token-mean"
+    out = fn(lp, old, adv, mask, clip_eps=0.2, clip_ratio_c=3.0)
+    per_tok = _dual_clip_reference(lp.detach(), old, adv, 0.2, 3.0)
+    ref = per_tok.mean() if mode == "token-mean" else per_tok.mean(-1).mean()
+    torch.testing.assert_close(out.loss.detach(), ref, rtol=1e-12, atol=1e-12)
+    plain = fn(lp, old, adv, mask, clip_eps=0.2)
+    assert out.loss.item() < plain.loss.item()  # the cap bound somewhere (ratios up to e^6)
+    assert 0 < out.metrics["clip_frac_dual"].item() < 1
+    out.loss.backward()  # capped tokens carry no gradient
+    capped = (adv[..., None] < 0) & (per_tok > 0) & torch.isclose(per_tok, -adv[..., None] * 3.0)
+    assert capped.any() and (lp.grad[capped] == 0).all()
+    with pytest.raises(ValueError, match=r"`clip_ratio_c` must be a finite number > 1"):
+        fn(lp, old, adv, mask, clip_ratio_c=1.0)
+
+
+def test_k3_clamp_bounds_the_kl_terms_as_verl_does():
+    lp = torch.zeros(1, 4, dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([[0.0, 1.0, 3.0, 5.0]], dtype=torch.float64)  # e^5 − 6 ≈ 142
+    k3 = (ref - lp).exp() - (ref - lp) - 1
+    adv = torch.zeros(1, dtype=torch.float64)
+    out = grpo_loss(lp, lp.detach(), adv, beta=1.0, ref_logps=ref, kl_clamp=10.0)
+    torch.testing.assert_close(out.metrics["ref_kl"], k3.detach().clamp(max=10).mean())
+    free = grpo_loss(lp, lp.detach(), adv, beta=1.0, ref_logps=ref)
+    torch.testing.assert_close(free.metrics["ref_kl"], k3.detach().mean())
+    # kl_penalty_loss: k3 of KL(π_old‖πθ) from d = log(πθ/π_old)
+    new = torch.tensor([[0.0, -1.0, 4.0]], dtype=torch.float64)
+    old = torch.zeros(1, 3, dtype=torch.float64)
+    d = new - old
+    got = kl_penalty_loss(new, old, torch.zeros(1, dtype=torch.float64), kl_clamp=10.0)
+    torch.testing.assert_close(got.metrics["kl"], (d.exp() - d - 1).clamp(max=10).mean())
+    with pytest.raises(ValueError, match=r"`kl_clamp` must be > 0"):
+        grpo_loss(lp, lp.detach(), adv, beta=1.0, ref_logps=ref, kl_clamp=0.0)

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from adpo.data.arithmetic import ArithmeticTask
 from adpo.data.listwise import (
     BadRowError,
     is_conversational,
@@ -13,7 +14,7 @@ from adpo.data.listwise import (
     normalize_rows,
     tokenize_row,
 )
-from adpo.tiny import ArithmeticTask, char_tokenizer
+from adpo.testing import char_tokenizer
 
 GOOD = {"prompt": "1+1=", "completions": ["2", "3", "11"], "scores": [1.0, 0.5, 0.0]}
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from adpo.losses import adpo_loss, dpo_loss
-from adpo.tiny import char_tokenizer, tiny_qwen3
+from adpo.testing import char_tokenizer, tiny_qwen3
 from adpo.trainers import ListwiseConfig, ListwiseTrainer
 from adpo.trainers.listwise import group_logps
 from adpo.trainers.ranking import ndcg, top1_accuracy
@@ -324,7 +324,7 @@ def _params(m):
     return torch.cat([p.detach().flatten() for p in m.parameters()])
 
 
-@pytest.mark.parametrize("anchor", ["fixed", "self", "ema", "dynamic"])
+@pytest.mark.parametrize("anchor", ["fixed", "self", "ema", "dynamic", "on_policy"])
 def test_anchor_strategies_move_as_specified(tmp_path, anchor):
     model = _model(0)
     init = _params(model).clone()
@@ -342,8 +342,11 @@ def test_anchor_strategies_move_as_specified(tmp_path, anchor):
             anchor=anchor,
             max_steps=4,
             learning_rate=1e-2,
-            anchor_update_steps=2,
-            ema_decay=0.5,
+            **(
+                {"anchor_refresh_every": 2, "anchor_ema_decay": 0.5}
+                if anchor == "on_policy"
+                else {"anchor_update_steps": 2, "ema_decay": 0.5}  # deprecated aliases
+            ),
             per_device_train_batch_size=1,
         ),
         train_dataset=ROWS * 2,
@@ -360,7 +363,7 @@ def test_anchor_strategies_move_as_specified(tmp_path, anchor):
     assert len(seen) == 4 and not torch.equal(_params(tr.model), init)
     if anchor in ("fixed", "self"):
         assert all(torch.equal(s, init) for s in seen)
-    elif anchor == "dynamic":  # π_ref ← πθ after steps 2 and 4 (every N = 2)
+    elif anchor in ("dynamic", "on_policy"):  # π_ref ← πθ after steps 2 and 4 (every N = 2)
         assert torch.equal(seen[0], init) and torch.equal(seen[1], init)
         assert torch.equal(seen[2], policy_after[1]) and torch.equal(seen[3], policy_after[1])
         assert torch.equal(_params(tr.anchor.module), policy_after[3])
@@ -397,7 +400,7 @@ def test_config_rejects_bad_values(tmp_path):
         ({"target": "listmle"}, "target"),
         ({"anchor": "moving"}, "anchor"),
         ({"ema_decay": 1.0}, "ema_decay"),
-        ({"anchor_update_steps": 0}, "anchor_update_steps"),
+        ({"anchor_refresh_every": 0}, "anchor_refresh_every"),
         ({"max_completion_length": 0}, "max_completion_length"),
     ]:
         with pytest.raises(ValueError, match=needle):
@@ -504,3 +507,22 @@ def test_moving_anchor_is_checkpointed_and_resumed(tmp_path, anchor):
     assert (tmp_path / "out" / "checkpoint-2" / "adpo_anchor.pt").exists()
     assert torch.allclose(_params(resumed.anchor.module), _params(full.anchor.module), atol=1e-6)
     assert torch.allclose(_params(resumed.model), _params(full.model), atol=1e-6)
+
+
+def test_listwise_config_aliases_and_vocabulary(tmp_path):
+    with pytest.warns(DeprecationWarning, match="`beta` is deprecated, use `target_beta`"):
+        c = _args(tmp_path, beta=0.25)
+    assert c.target_beta == 0.25 and c.beta == 0.25
+    with pytest.warns(DeprecationWarning, match="`ema_decay`"):
+        assert _args(tmp_path, ema_decay=0.3).anchor_ema_decay == 0.3
+    with pytest.warns(DeprecationWarning, match="`anchor_update_steps`"):
+        assert _args(tmp_path, anchor_update_steps=7).anchor_refresh_every == 7
+    with pytest.warns(DeprecationWarning, match="'dynamic'.*'on_policy'"):
+        assert _args(tmp_path, anchor="dynamic").anchor == "on_policy"
+    with (
+        pytest.raises(ValueError, match=r"`target_beta`=0\.5.*`beta`=0\.25"),
+        pytest.warns(DeprecationWarning),
+    ):
+        _args(tmp_path, target_beta=0.5, beta=0.25)
+    c = _args(tmp_path)
+    assert (c.target_beta, c.anchor_ema_decay, c.anchor_refresh_every) == (0.5, 0.99, 100)

@@ -424,12 +424,12 @@ def make_arithmetic_listwise(
 
     Each row is ``{"prompt": "12+34=", "completions": [K], "scores": [K], "answer": "46"}``
     with ``K`` uniform in ``[k_min, k_max]`` (variable group size), candidates in random
-    order, scores from :meth:`adpo.tiny.ArithmeticTask.score` (1 for the right answer,
+    order, scores from :meth:`adpo.data.arithmetic.ArithmeticTask.score` (1 for the right answer,
     partial credit for digit-wise closeness). With probability ``p_correct`` the right
     answer is among the candidates; otherwise the best candidate is only partly right.
     Deterministic in ``seed``.
     """
-    from adpo.tiny import ArithmeticTask
+    from adpo.data.arithmetic import ArithmeticTask
 
     if not 2 <= k_min <= k_max:
         raise ValueError(

@@ -58,8 +58,8 @@ import torch
 import tyro
 from torch import Tensor, nn
 
-from adpo.anchors import Anchor, FixedAnchor, OnPolicyAnchor
-from adpo.experiments._io import (
+from adpo import metrics
+from adpo._io import (
     command_line,
     console,
     environment,
@@ -68,6 +68,7 @@ from adpo.experiments._io import (
     write_csv,
     write_json,
 )
+from adpo.anchors import AnchorConfig, canonical_anchor, make_anchor
 from adpo.losses import (
     adpo_loss,
     dpo_loss,
@@ -195,26 +196,39 @@ class Method:
     family: Literal[
         "adpo_softmax", "adpo_pl", "adpo_raw", "dpo_hard", "dpo_soft", "ppo", "trpo", "grpo", "opo"
     ]
-    anchor: Literal["fixed", "dynamic"] = "fixed"
+    anchor: Literal["fixed", "on_policy"] = "fixed"  # "dynamic": deprecated for on_policy
     base: str = ""  # name without the anchor suffix (for the anchor comparison)
+
+    def __post_init__(self) -> None:
+        kind = canonical_anchor(self.anchor, owner="Method: `anchor`")
+        if kind not in ("fixed", "on_policy"):
+            raise ValueError(
+                f"Method: `anchor` must be 'fixed' or 'on_policy', got {self.anchor!r}"
+            )
+        object.__setattr__(self, "anchor", kind)  # frozen dataclass
+
+    @property
+    def anchor_label(self) -> str:
+        """The anchor as the committed results tables spell it ("fixed" / "dynamic")."""
+        return "dynamic" if self.anchor == "on_policy" else "fixed"
 
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("ADPO-softmax/fixed", "adpo_softmax", "fixed", "ADPO-softmax"),
-        Method("ADPO-softmax/dynamic", "adpo_softmax", "dynamic", "ADPO-softmax"),
+        Method("ADPO-softmax/dynamic", "adpo_softmax", "on_policy", "ADPO-softmax"),
         Method("ADPO-PL/fixed", "adpo_pl", "fixed", "ADPO-PL"),
-        Method("ADPO-PL/dynamic", "adpo_pl", "dynamic", "ADPO-PL"),
+        Method("ADPO-PL/dynamic", "adpo_pl", "on_policy", "ADPO-PL"),
         Method("ADPO-raw/fixed", "adpo_raw", "fixed", "ADPO-raw"),
-        Method("ADPO-raw/dynamic", "adpo_raw", "dynamic", "ADPO-raw"),
+        Method("ADPO-raw/dynamic", "adpo_raw", "on_policy", "ADPO-raw"),
         Method("DPO-hard", "dpo_hard", "fixed", "DPO-hard"),
         Method("DPO-soft", "dpo_soft", "fixed", "DPO-soft"),
-        Method("PPO", "ppo", "dynamic", "PPO"),
-        Method("TRPO", "trpo", "dynamic", "TRPO"),
-        Method("GRPO", "grpo", "dynamic", "GRPO"),
+        Method("PPO", "ppo", "on_policy", "PPO"),
+        Method("TRPO", "trpo", "on_policy", "TRPO"),
+        Method("GRPO", "grpo", "on_policy", "GRPO"),
         Method("OPO/fixed", "opo", "fixed", "OPO"),
-        Method("OPO/dynamic", "opo", "dynamic", "OPO"),
+        Method("OPO/dynamic", "opo", "on_policy", "OPO"),
     )
 }
 """PPO, TRPO and GRPO are anchored to π_old by construction (their ratio/KL is to the
@@ -567,16 +581,10 @@ def ndcg(scores: Tensor, utility: Tensor) -> Tensor:
     """NDCG@K of the ranking by ``scores`` (descending; ties broken by item index).
 
     Gain of item ``i`` = ``(r*_i − min r*) / (max r* − min r*)`` per context, discount
-    ``1 / log2(1 + position)``. ``[..., N, K] → [...]`` (mean over contexts).
+    ``1 / log2(1 + position)``; a context with constant utility scores 0 (as it always has).
+    ``[..., N, K] → [...]`` (mean over contexts). See :func:`adpo.metrics.ndcg`.
     """
-    lo, hi = utility.amin(-1, keepdim=True), utility.amax(-1, keepdim=True)
-    rel = (utility - lo) / (hi - lo).clamp_min(1e-12)  # (..., N, K)
-    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
-    K = utility.shape[-1]
-    disc = 1.0 / torch.log2(torch.arange(K, dtype=rel.dtype) + 2.0)  # (K,)
-    dcg = (rel.gather(-1, order) * disc).sum(-1)  # (..., N)
-    idcg = (torch.sort(rel, dim=-1, descending=True).values * disc).sum(-1)
-    return (dcg / idcg.clamp_min(1e-12)).mean(-1)
+    return metrics.ndcg(scores, utility, gain="minmax", ties="index", degenerate=0.0).mean(-1)
 
 
 # ----------------------------------------------------------------------------- training
@@ -730,7 +738,8 @@ def train_method(
     """Train one method for all stacked seeds; return per-seed metrics (each ``[S]``)."""
     policy = copy.deepcopy(ref_model).requires_grad_(True)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    anchor: Anchor = FixedAnchor(ref_model) if method.anchor == "fixed" else OnPolicyAnchor()
+    # on_policy: π_old, re-snapshotted every round (refresh_every=1)
+    anchor = make_anchor(AnchorConfig(kind=method.anchor), policy, ref_model)
     R, S = feedback.uniform.shape[:2]
     online = torch.zeros(S)
     for t in range(R):
@@ -771,9 +780,8 @@ def _scenario_id(name: str) -> int:
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    std = float(t.std()) if len(values) > 1 else 0.0  # sample std (ddof = 1) over seeds
-    return {"mean": round(float(t.mean()), 4), "std": round(std, 4)}
+    mean, std = metrics.mean_std(values, arithmetic="torch")  # sample std (ddof = 1) over seeds
+    return {"mean": round(mean, 4), "std": round(std, 4)}
 
 
 def _paired_ties(rows: list[dict], scenario: str, best: str, meths: list[str]) -> list[str]:
@@ -845,7 +853,7 @@ class _Sweep:
                 "scenario": scenario,
                 "method": method,
                 "family": m.family,
-                "anchor": m.anchor,
+                "anchor": m.anchor_label,
                 "seed": s,
                 "hidden": hidden,
                 "winmass": round(float(out["winmass"][k]), 5),

@@ -72,8 +72,8 @@ import torch
 import tyro
 from torch import Tensor, nn
 
-from adpo.anchors import Anchor, EMAAnchor, FixedAnchor, SelfAnchor
-from adpo.experiments._io import (
+from adpo import metrics
+from adpo._io import (
     command_line,
     console,
     environment,
@@ -82,6 +82,7 @@ from adpo.experiments._io import (
     write_csv,
     write_json,
 )
+from adpo.anchors import Anchor, AnchorConfig, canonical_anchor, make_anchor
 from adpo.experiments.distill_teacher import (
     LOG_STD_MAX,
     Teacher,
@@ -373,11 +374,12 @@ def scored_candidates(
 
 
 def ndcg(scores: Tensor, gains: Tensor) -> Tensor:
-    """NDCG@K of the ranking by ``scores`` with graded relevance ``gains``.
+    """NDCG@K of the ranking by ``scores`` (ties by index) with linear graded relevance ``gains``.
 
     ``DCG = Σ_r gain_(r) / log2(r + 1)`` over ranks ``r = 1..K`` of the list sorted by
-    ``scores`` (descending); divided by the DCG of the list sorted by ``gains``. Linear
-    gains (the teacher's probabilities are already graded relevance in [0, 1]).
+    ``scores`` (descending); divided by the DCG of the list sorted by ``gains`` (the
+    teacher's probabilities are already graded relevance in [0, 1]). See
+    :func:`adpo.metrics.ndcg`.
 
     Args:
         scores: ``[B, K]`` the ranker's scores (e.g. student log-densities).
@@ -391,14 +393,7 @@ def ndcg(scores: Tensor, gains: Tensor) -> Tensor:
             f"ndcg: `scores` and `gains` must both be [B, K], got {tuple(scores.shape)} "
             f"and {tuple(gains.shape)}"
         )
-    if (gains < 0).any() or not torch.isfinite(gains).all():
-        raise ValueError("ndcg: `gains` must be finite and non-negative")
-    K = scores.shape[-1]
-    disc = 1.0 / torch.log2(torch.arange(2, K + 2, dtype=gains.dtype))  # (K,)
-    order = scores.argsort(dim=-1, descending=True, stable=True)  # (B, K)
-    dcg = (gains.gather(-1, order) * disc).sum(-1)  # (B,)
-    idcg = (gains.sort(dim=-1, descending=True).values * disc).sum(-1)  # (B,)
-    return torch.where(idcg > 0, dcg / idcg.clamp_min(1e-30), torch.ones_like(idcg))
+    return metrics.ndcg(scores, gains, gain="linear", ties="index")
 
 
 def candidate_kl(student_logp: Tensor, q: Tensor) -> Tensor:
@@ -420,16 +415,24 @@ class MethodSpec:
     Attributes:
         loss: ``"kd"`` (kd_loss), ``"bc"`` (sft_loss on teacher samples), ``"adpo"``,
             ``"opo"``.
-        anchor: ``None`` (KD, BC), ``"self"``, ``"ema"`` or ``"teacher"``.
+        anchor: ``None`` (KD, BC), ``"self"``, ``"ema"`` or ``"fixed"`` (the teacher;
+            the old spelling ``"teacher"`` still works, with a ``DeprecationWarning``).
         target: ``"teacher"`` (``q ∝ exp(s/β)``) or ``"residual"``
             (``q ∝ exp((s − log π_ref)/β)``); ADPO only.
     """
 
     loss: Literal["kd", "bc", "adpo", "opo"]
-    anchor: Literal["self", "ema", "teacher"] | None = None
+    anchor: Literal["self", "ema", "fixed"] | None = None
     target: Literal["teacher", "residual"] = "teacher"
 
     def __post_init__(self) -> None:
+        if self.anchor is not None:
+            kind = canonical_anchor(self.anchor, owner="MethodSpec: `anchor`")
+            if kind not in ("self", "ema", "fixed"):
+                raise ValueError(
+                    f"MethodSpec: `anchor` must be 'self', 'ema' or 'fixed', got {self.anchor!r}"
+                )
+            object.__setattr__(self, "anchor", kind)  # frozen dataclass
         if self.loss in ("adpo", "opo") and self.anchor is None:
             raise ValueError(f"MethodSpec: loss {self.loss!r} needs an anchor")
         if self.loss in ("kd", "bc") and self.anchor is not None:
@@ -443,8 +446,8 @@ METHODS: dict[str, MethodSpec] = {
     "BC": MethodSpec("bc"),
     "ADPO-self": MethodSpec("adpo", "self"),
     "ADPO-EMA": MethodSpec("adpo", "ema"),
-    "ADPO-teacher": MethodSpec("adpo", "teacher"),
-    "OPO": MethodSpec("opo", "teacher"),
+    "ADPO-teacher": MethodSpec("adpo", "fixed"),
+    "OPO": MethodSpec("opo", "fixed"),
     "ADPO-self-residual": MethodSpec("adpo", "self", "residual"),
     "ADPO-EMA-residual": MethodSpec("adpo", "ema", "residual"),
 }
@@ -599,13 +602,10 @@ class DistillConfig:
 def _make_anchor(
     spec: MethodSpec, student: nn.Module, teacher: Teacher, cfg: DistillConfig
 ) -> Anchor | None:
-    if spec.anchor == "self":
-        return SelfAnchor(student)
-    if spec.anchor == "ema":
-        return EMAAnchor(student, cfg.ema_decay)
-    if spec.anchor == "teacher":
-        return FixedAnchor(TeacherActor(teacher))
-    return None
+    if spec.anchor is None:
+        return None
+    ref = TeacherActor(teacher) if spec.anchor == "fixed" else None
+    return make_anchor(AnchorConfig(kind=spec.anchor, ema_decay=cfg.ema_decay), student, ref)
 
 
 def student_loss(
@@ -632,7 +632,8 @@ def student_loss(
         q = torch.softmax(scores / cfg.target_temp, dim=-1)  # (B, K)
         out = kd_loss(logps, q, temperature=cfg.target_temp)
         return out.loss, out.metrics
-    assert anchor is not None
+    if anchor is None:
+        raise ValueError(f"student_loss: loss {spec.loss!r} needs an `anchor`, got None")
     ref = anchor.anchor_logps(_policy_logps, batch.obs, z)  # (B, K), no grad
     if spec.loss == "opo":
         out = opo_loss(logps, ref, scores, alpha=cfg.opo_alpha, mu=cfg.opo_mu)
@@ -727,8 +728,7 @@ def train_student(
 
 def _stats(xs: list[float]) -> tuple[float, float]:
     """Mean and sample std (ddof = 1; 0 for a single value)."""
-    a = np.asarray(xs, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    return metrics.mean_std(xs)
 
 
 def run(cfg: DistillConfig) -> dict:

@@ -43,7 +43,7 @@ import torch
 import tyro
 from torch import Tensor
 
-from adpo.experiments._io import command_line, console, environment, prepare_out, write_json
+from adpo._io import command_line, console, environment, prepare_out, write_json
 
 __all__ = [
     "SUPPORTED_ENVS",

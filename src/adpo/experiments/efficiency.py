@@ -38,7 +38,7 @@ import torch
 import tyro
 from torch import Tensor
 
-from adpo.experiments._io import (
+from adpo._io import (
     command_line,
     console,
     environment,
@@ -209,7 +209,7 @@ def measure_losses(cfg: EfficiencyConfig) -> dict[str, float]:
 
 def measure_actor_update(cfg: EfficiencyConfig) -> dict[str, float]:
     from adpo.logprobs import causal_lm_logps
-    from adpo.tiny import tiny_qwen3
+    from adpo.testing import tiny_qwen3
 
     device = resolve_device(cfg)
     with device:  # initialise where it runs: a 1.7B-parameter init on the CPU takes minutes

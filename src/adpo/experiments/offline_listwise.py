@@ -15,7 +15,6 @@ variant), ``offline_listwise.png`` and each run's folder.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 import tyro
 
-from adpo.experiments._io import (
+from adpo._io import (
     command_line,
     console,
     environment,
@@ -31,6 +30,7 @@ from adpo.experiments._io import (
     write_csv,
     write_json,
 )
+from adpo.metrics import mean_std
 
 #: name -> (target, anchor)
 VARIANTS: dict[str, tuple[str, str]] = {
@@ -69,8 +69,8 @@ class OfflineListwiseConfig:
 
 
 def run(cfg: OfflineListwiseConfig) -> dict:
-    from adpo.trainers.offline_cli import TrainOfflineArgs
-    from adpo.trainers.offline_cli import run as train_offline
+    from adpo.experiments.train_offline import TrainOfflineArgs
+    from adpo.experiments.train_offline import run as train_offline
 
     unknown = set(cfg.variants) - set(VARIANTS)
     if unknown:
@@ -94,10 +94,11 @@ def run(cfg: OfflineListwiseConfig) -> dict:
     for name in cfg.variants:
         mine = [r for r in rows if r["variant"] == name]
         table[name] = {
-            k: {
-                "mean": statistics.fmean(r[k] for r in mine),
-                "std": statistics.stdev(r[k] for r in mine) if len(mine) > 1 else 0.0,
-            }
+            k: dict(
+                zip(
+                    ("mean", "std"), mean_std([r[k] for r in mine], arithmetic="exact"), strict=True
+                )
+            )
             for k in METRICS
         }
     summary = {

@@ -4,7 +4,7 @@ The papers' main result is online RL on an LLM (Qwen3-1.7B on MATH) against GRPO
 and DAPO. This is its CPU-sized counterpart: the ``adpo demo`` task (generated addition,
 a tiny Qwen3, a short SFT warm start as the reference policy) trained by each objective
 with the *same* generation loop, batch, learning rate, group size and budget (TRL's
-``GRPOTrainer`` for GRPO/GSPO/DAPO, :mod:`adpo.integrations.trl` for ADPO/OPO). Per seed
+``GRPOTrainer`` for GRPO/GSPO/DAPO, :mod:`adpo.trainers.online` for ADPO/OPO). Per seed
 the warm start is shared, so the objectives are compared on paired runs.
 
 Measured per run: held-out greedy accuracy every ``eval_every`` steps, the training
@@ -41,7 +41,7 @@ from typing import Any
 
 import tyro
 
-from adpo.experiments._io import (
+from adpo._io import (
     command_line,
     console,
     environment,
@@ -50,9 +50,11 @@ from adpo.experiments._io import (
     write_csv,
     write_json,
 )
-from adpo.experiments.demo import DemoConfig, Loss
+from adpo.experiments.arithmetic_rl import ArithmeticRLConfig
+from adpo.metrics import mean_std
+from adpo.trainers.presets import LOSSES, Loss
 
-ALL_LOSSES: tuple[Loss, ...] = ("adpo-pl", "adpo", "opo", "grpo", "gspo", "dapo")
+ALL_LOSSES: tuple[Loss, ...] = LOSSES
 
 
 @dataclass
@@ -65,8 +67,8 @@ class ReasoningConfig:
     """objectives to run"""
     seeds: tuple[int, ...] = (0, 1, 2)
     """seeds (model init, data, sampling); ≥ 3 for mean ± std"""
-    task: DemoConfig = field(
-        default_factory=lambda: DemoConfig(
+    task: ArithmeticRLConfig = field(
+        default_factory=lambda: ArithmeticRLConfig(
             steps=500, eval_every=100, n_test=300, progress=False, plot=False
         )
     )
@@ -98,19 +100,15 @@ def _ratio(a: float, b: float) -> float:
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
-    import numpy as np
-
-    a = np.asarray(xs, dtype=float)
-    a = a[~np.isnan(a)]
-    if not len(a):
-        return math.nan, math.nan
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    """:func:`adpo.metrics.mean_std` over the seeds that have a value (NaN: none)."""
+    v = [x for x in xs if not math.isnan(x)]
+    return mean_std(v, arithmetic="numpy") if v else (math.nan, math.nan)
 
 
 def run(cfg: ReasoningConfig) -> dict[str, Any]:
     import torch
 
-    from adpo.experiments.demo import reinforce, warm_start
+    from adpo.experiments.arithmetic_rl import reinforce, warm_start
 
     out = prepare_out(cfg.out)
     rows: list[dict[str, Any]] = []

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import tyro
 from torch import Tensor
 
-from adpo.experiments._io import (
+from adpo._io import (
     command_line,
     console,
     environment,

@@ -1,6 +1,6 @@
-"""Thin adapters to other training frameworks (each an optional extra).
+"""Thin adapters where another engine drives the training (each an optional extra).
 
-``adpo.integrations.trl``: ADPO/OPO trainers on TRL; ``adpo.integrations.verl``: ADPO/OPO
-policy losses for verl. Import the submodule you need (``from adpo.integrations.trl import
-ADPOTrainer``); this package imports nothing heavy on its own.
+``adpo.integrations.verl``: ADPO/OPO policy losses registered in verl. The TRL trainers
+are :mod:`adpo.trainers` (``adpo.integrations.trl`` re-exports them for old imports).
+This package imports nothing heavy on its own.
 """

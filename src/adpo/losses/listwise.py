@@ -78,8 +78,10 @@ def plackett_luce_nll(
       is ``k`` times the top-1 loss.
     * ``"efron"``: the ``k``-th member (``k = 0..d−1``) of a block ``D`` of size ``d`` uses
       ``log(Σ_R e^u − (k/d)·Σ_D e^u)``: the expected risk set when the tied members are
-      removed one at a time in random order. Closer to averaging over all tie-breaking
-      orders.
+      removed one at a time in random order. This is closer to averaging ListMLE over all
+      tie-breaking orders only for the blocks above the lowest one: the lowest block adds
+      nothing under either rule, while an average over orders would also rank its members
+      among themselves.
 
     Args:
         u: ``[B, G]`` anchored logits.

@@ -16,6 +16,7 @@ Aggregation (``loss_agg_mode``, the names verl uses):
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -58,6 +59,10 @@ def aggregate_tokens(per_token: Tensor, mask: Tensor, mode: AggMode) -> Tensor:
     masked = torch.where(mask, per_token, zero)
     if mode == "token-mean":
         return masked.sum() / mask.sum().clamp_min(1)
+    if mode not in _AGG_MODES:
+        raise ValueError(
+            f"aggregate_tokens: `mode` (loss_agg_mode) must be one of {_AGG_MODES}, got {mode!r}"
+        )
     seq_sum = masked.sum(-1)  # (...,)
     if mode == "seq-mean-token-mean":
         return (seq_sum / mask.sum(-1).clamp_min(1)).mean()
@@ -117,19 +122,34 @@ def _token_inputs(
 
 
 def _clip_surrogate(
-    ratio: Tensor, adv: Tensor, eps_low: float, eps_high: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """PPO's pessimistic clipped surrogate, negated. Returns ``(loss, low_clip, high_clip)``."""
+    ratio: Tensor, adv: Tensor, eps_low: float, eps_high: float, clip_ratio_c: float | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """PPO's pessimistic clipped surrogate, negated, with verl's optional dual clip.
+
+    Returns ``(loss, low_clip, high_clip, dual_clip)``; ``dual_clip`` is None without
+    ``clip_ratio_c``.
+    """
     clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
     loss = -torch.minimum(ratio * adv, clipped * adv)
     # the clip is active (gradient zero) where it binds in the direction the advantage pushes
     low = (ratio < 1.0 - eps_low) & (adv < 0)
     high = (ratio > 1.0 + eps_high) & (adv > 0)
-    return loss, low, high
+    dual = None
+    if clip_ratio_c is not None:
+        # dual clip (Ye et al., 2020; verl's clip_ratio_c): a negative-advantage token's loss
+        # is capped at c·|A|, so one huge ratio cannot dominate the batch
+        cap = -adv * clip_ratio_c  # (…, T), > 0 where A < 0
+        dual = (adv < 0) & (loss > cap)
+        loss = torch.where(dual, cap, loss)
+    return loss, low, high, dual
 
 
 def _pg_metrics(
-    log_ratio: Tensor, mask: Tensor, low: Tensor | None = None, high: Tensor | None = None
+    log_ratio: Tensor,
+    mask: Tensor,
+    low: Tensor | None = None,
+    high: Tensor | None = None,
+    dual: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Clip fractions, ratio statistics, KL(π_old‖πθ) estimate (k3) and |Δ| per sequence."""
     lr = log_ratio.detach()
@@ -145,11 +165,32 @@ def _pg_metrics(
         out["clip_frac_low"] = masked_mean(low.to(lr.dtype), mask)
         out["clip_frac_high"] = masked_mean(high.to(lr.dtype), mask)
         out["clip_frac"] = out["clip_frac_low"] + out["clip_frac_high"]
+    if dual is not None:
+        out["clip_frac_dual"] = masked_mean(dual.to(lr.dtype), mask)
     if seq_delta.dim() == 2 and seq_delta.shape[-1] > 1:  # [B, G]: anchored entropy of the group
         out["anchored_entropy"] = entropy_from_logp(
             masked_log_softmax(seq_delta, seq_valid), seq_valid
         ).mean()
     return out
+
+
+def _check_dual_clip(fn: str, clip_ratio_c: float | None) -> None:
+    if clip_ratio_c is not None and not (math.isfinite(clip_ratio_c) and clip_ratio_c > 1):
+        raise fail(
+            fn, f"`clip_ratio_c` must be a finite number > 1 (or None), got {clip_ratio_c!r}"
+        )
+
+
+def _k3(d: Tensor, clamp: float | None) -> Tensor:
+    """k3 estimate ``e^d − d − 1`` of a KL from ``d = log(q/p)`` per token, optionally clamped
+    to ``[−clamp, clamp]`` as verl does (its ``low_var_kl``: ±10)."""
+    kl = d.exp() - d - 1
+    return kl if clamp is None else kl.clamp(-clamp, clamp)
+
+
+def _check_kl_clamp(fn: str, kl_clamp: float | None) -> None:
+    if kl_clamp is not None and not kl_clamp > 0:
+        raise fail(fn, f"`kl_clamp` must be > 0 (or None), got {kl_clamp!r}")
 
 
 def _clip_args(fn: str, eps_low: float, eps_high: float | None, mode: str) -> float:
@@ -170,11 +211,14 @@ def ppo_loss(
     *,
     clip_eps: float = 0.2,
     clip_eps_high: float | None = None,
+    clip_ratio_c: float | None = None,
     loss_agg_mode: AggMode = "token-mean",
 ) -> LossOutput:
     """PPO-clip (Schulman et al., 2017, eq. 7) on token ratios ``r = πθ/π_old``.
 
     ``−min(r·A, clip(r, 1−ε_low, 1+ε_high)·A)`` per token, aggregated by ``loss_agg_mode``.
+    With ``clip_ratio_c = c`` (dual clip, Ye et al. 2020, as verl applies it by default with
+    ``c = 3``; TRL does not) a token with ``A < 0`` contributes ``min(that, c·|A|)``.
 
     Args:
         logps: ``[N, T]`` or ``[B, G, T]`` token log-probs under πθ.
@@ -183,20 +227,23 @@ def ppo_loss(
         mask: token mask, same shape as ``logps`` (None: all tokens count).
         clip_eps: ε (lower, and upper unless ``clip_eps_high`` is given).
         clip_eps_high: upper ε (clip-higher).
+        clip_ratio_c: dual-clip constant ``c > 1``, or None (default: no dual clip, TRL's).
         loss_agg_mode: see module doc.
 
     Returns:
-        ``LossOutput``; metrics ``clip_frac`` (+ ``_low``/``_high``), ``ratio_mean``,
+        ``LossOutput``; metrics ``clip_frac`` (+ ``_low``/``_high``; ``clip_frac_dual`` with
+        ``clip_ratio_c``), ``ratio_mean``,
         ``approx_kl`` (k3 estimate of KL(π_old‖πθ)), ``delta_abs_mean``/``_max`` (per
         sequence log-ratio), ``anchored_entropy`` for grouped inputs.
     """
     fn = "ppo_loss"
     high = _clip_args(fn, clip_eps, clip_eps_high, loss_agg_mode)
+    _check_dual_clip(fn, clip_ratio_c)
     lp, old, adv, m = _token_inputs(fn, logps, old_logps, advantages, mask)
     log_ratio = lp - old
-    per_tok, low, hi = _clip_surrogate(log_ratio.exp(), adv, clip_eps, high)
+    per_tok, low, hi, dual = _clip_surrogate(log_ratio.exp(), adv, clip_eps, high, clip_ratio_c)
     return LossOutput(
-        aggregate_tokens(per_tok, m, loss_agg_mode), _pg_metrics(log_ratio, m, low, hi)
+        aggregate_tokens(per_tok, m, loss_agg_mode), _pg_metrics(log_ratio, m, low, hi, dual)
     )
 
 
@@ -208,8 +255,10 @@ def grpo_loss(
     *,
     clip_eps: float = 0.2,
     clip_eps_high: float | None = None,
+    clip_ratio_c: float | None = None,
     beta: float = 0.0,
     ref_logps: Tensor | None = None,
+    kl_clamp: float | None = None,
     loss_agg_mode: AggMode = "seq-mean-token-mean",
 ) -> LossOutput:
     """GRPO (DeepSeekMath, eq. 3; ADPO paper eq. 27): PPO-clip with per-sequence token means.
@@ -220,6 +269,9 @@ def grpo_loss(
 
     Args:
         ref_logps: ``[..., T]`` reference log-probs, required when ``beta > 0``.
+        kl_clamp: clamp the per-token k3 KL to ``[−kl_clamp, kl_clamp]`` (verl clamps at
+            10; None, the default, does not clamp, as TRL).
+        clip_ratio_c: dual clip, see :func:`ppo_loss` (default None: TRL's GRPO).
         Others as in :func:`ppo_loss`.
 
     Returns:
@@ -229,10 +281,12 @@ def grpo_loss(
     high = _clip_args(fn, clip_eps, clip_eps_high, loss_agg_mode)
     if not beta >= 0:
         raise fail(fn, f"`beta` must be >= 0, got {beta!r}")
+    _check_dual_clip(fn, clip_ratio_c)
+    _check_kl_clamp(fn, kl_clamp)
     lp, old, adv, m = _token_inputs(fn, logps, old_logps, advantages, mask)
     log_ratio = lp - old
-    per_tok, low, hi = _clip_surrogate(log_ratio.exp(), adv, clip_eps, high)
-    metrics = _pg_metrics(log_ratio, m, low, hi)
+    per_tok, low, hi, dual = _clip_surrogate(log_ratio.exp(), adv, clip_eps, high, clip_ratio_c)
+    metrics = _pg_metrics(log_ratio, m, low, hi, dual)
     if beta > 0:
         if ref_logps is None:
             raise fail(fn, "`beta` > 0 needs `ref_logps`")
@@ -242,8 +296,7 @@ def grpo_loss(
         ref = torch.where(
             m, ref_logps.detach().to(lp.dtype), torch.zeros((), dtype=lp.dtype, device=lp.device)
         )
-        d = ref - lp
-        kl = d.exp() - d - 1  # (…, T) k3, ≥ 0
+        kl = _k3(ref - lp, kl_clamp)  # (…, T) k3, ≥ 0
         per_tok = per_tok + beta * kl
         metrics["ref_kl"] = masked_mean(kl.detach(), m)
     return LossOutput(aggregate_tokens(per_tok, m, loss_agg_mode), metrics)
@@ -272,7 +325,7 @@ def dapo_loss(
     _clip_args(fn, clip_eps_low, clip_eps_high, loss_agg_mode)
     lp, old, adv, m = _token_inputs(fn, logps, old_logps, advantages, mask)
     log_ratio = lp - old
-    per_tok, low, hi = _clip_surrogate(log_ratio.exp(), adv, clip_eps_low, clip_eps_high)
+    per_tok, low, hi, _ = _clip_surrogate(log_ratio.exp(), adv, clip_eps_low, clip_eps_high)
     return LossOutput(
         aggregate_tokens(per_tok, m, loss_agg_mode), _pg_metrics(log_ratio, m, low, hi)
     )
@@ -305,7 +358,7 @@ def gspo_loss(
     seq_log_ratio = masked_mean(log_ratio, m, dim=-1)  # (…,)
     # straight-through: value s_i, gradient of log πθ(y_t) scaled by s_i
     tok_log_ratio = seq_log_ratio.detach()[..., None] + lp - lp.detach()
-    per_tok, low, hi = _clip_surrogate(tok_log_ratio.exp(), adv, clip_eps, high)
+    per_tok, low, hi, _ = _clip_surrogate(tok_log_ratio.exp(), adv, clip_eps, high)
     metrics = _pg_metrics(log_ratio, m, low, hi)
     metrics["seq_ratio_mean"] = seq_log_ratio.detach().exp().mean()
     return LossOutput(aggregate_tokens(per_tok, m, loss_agg_mode), metrics)
@@ -320,6 +373,7 @@ def kl_penalty_loss(
     beta: float = 1.0,
     kl_estimator: Literal["k1", "k2", "k3"] = "k3",
     exact_kl: Tensor | None = None,
+    kl_clamp: float | None = None,
     loss_agg_mode: AggMode = "token-mean",
 ) -> LossOutput:
     """TRPO-style penalty (PPO paper §4, eq. 8): ``−r·A + β·KL(π_old ‖ πθ)``.
@@ -329,13 +383,14 @@ def kl_penalty_loss(
     ``r − 1 − log r`` (unbiased and ≥ 0; Schulman, "Approximating KL divergence"). When
     the full distributions are available (bandits, small action spaces) pass the exact
     ``KL(π_old‖πθ)`` per sequence as ``exact_kl`` (shape ``logps.shape[:-1]``); it is then
-    averaged over sequences instead of the token estimate. For an adaptive β see
-    ``adpo.schedules.AdaptiveKLController``.
+    averaged over sequences instead of the token estimate.
 
     Args:
         beta: penalty coefficient β ≥ 0.
         kl_estimator: ``"k1" | "k2" | "k3"``.
         exact_kl: optional exact KL per sequence (must carry gradient to πθ).
+        kl_clamp: clamp the per-token k3 estimate to ``[−kl_clamp, kl_clamp]`` (verl's
+            ``low_var_kl`` uses 10); None (default) leaves it unclamped.
         Others as in :func:`ppo_loss`.
 
     Returns:
@@ -346,6 +401,7 @@ def kl_penalty_loss(
         raise fail(fn, f"`beta` must be >= 0, got {beta!r}")
     check_choice(fn, "kl_estimator", kl_estimator, ("k1", "k2", "k3"))
     check_choice(fn, "loss_agg_mode", loss_agg_mode, _AGG_MODES)
+    _check_kl_clamp(fn, kl_clamp)
     lp, old, adv, m = _token_inputs(fn, logps, old_logps, advantages, mask)
     log_ratio = lp - old
     ratio = log_ratio.exp()
@@ -364,8 +420,8 @@ def kl_penalty_loss(
             kl_tok = -log_ratio
         elif kl_estimator == "k2":
             kl_tok = 0.5 * log_ratio.pow(2)
-        else:
-            kl_tok = ratio - 1 - log_ratio
+        else:  # k3 of KL(π_old‖πθ): d = log(πθ/π_old)
+            kl_tok = _k3(log_ratio, kl_clamp)
         kl = aggregate_tokens(kl_tok, m, loss_agg_mode)
     metrics = _pg_metrics(log_ratio, m)
     metrics["kl"] = kl.detach()

@@ -1,7 +1,7 @@
 """``adpo.rewards``: reward functions for group RL on language models.
 
 Every reward here follows TRL's reward-function interface, so it plugs into
-``GRPOTrainer`` and ``adpo.integrations.trl`` alike::
+``GRPOTrainer`` and ``adpo.trainers.ADPOTrainer``/``OPOTrainer`` alike::
 
     reward(prompts=[...], completions=[...], completion_ids=[...], **dataset_columns) -> list[float | None]
 
@@ -12,7 +12,7 @@ leaves the completion out of the group baseline).
 * :func:`math_reward` — answers checked with ``math-verify`` against a MATH-style
   ``solution`` column (the gold answer is the solution's last ``\\boxed{…}``).
 * :func:`exact_match_reward` — normalised string equality with an ``answer`` column.
-* :func:`arithmetic_reward` — the integer answer of :class:`adpo.tiny.ArithmeticTask`.
+* :func:`arithmetic_reward` — the integer answer of :class:`adpo.data.arithmetic.ArithmeticTask`.
 * :class:`FormatReward` — 1.0 when the completion matches a pattern (default: exactly one
   ``\\boxed{…}``).
 * :func:`guard_reward` — wraps any reward so that a sample whose reward raises or is not

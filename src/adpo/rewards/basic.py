@@ -6,10 +6,9 @@ Shapes: ``N`` completions in one call (B prompts × G completions, flattened).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Any
 
-from adpo.rewards.math import extract_boxed, extract_boxed_all
+from adpo.rewards.text import completion_text, extract_boxed, extract_boxed_all, normalize_answer
 
 __all__ = [
     "FormatReward",
@@ -18,50 +17,6 @@ __all__ = [
     "exact_match_reward",
     "normalize_answer",
 ]
-
-
-def completion_text(completion: Any) -> str:
-    """The text of one completion: a string, or a list of chat messages (their contents joined).
-
-    TRL passes plain strings for plain prompts and ``[{"role": "assistant", "content": …}]``
-    for conversational ones.
-    """
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, Sequence):
-        parts = []
-        for message in completion:
-            content = message.get("content", "") if isinstance(message, dict) else message
-            if isinstance(content, list):  # content blocks [{"type": "text", "text": …}]
-                content = "".join(b.get("text", "") for b in content if isinstance(b, dict))
-            parts.append(str(content))
-        return "".join(parts)
-    raise TypeError(
-        f"completion_text: a completion must be a string or a list of messages, got "
-        f"{type(completion).__name__}"
-    )
-
-
-_WS = re.compile(r"\s+")
-
-
-def normalize_answer(text: str) -> str:
-    """Normalise a short answer for string comparison.
-
-    Strips whitespace and surrounding ``$…$``, ``\\text{…}``, a trailing period; drops
-    thousands separators in plain numbers (``1,000`` → ``1000``); collapses inner
-    whitespace; lower-cases.
-    """
-    s = text.strip().rstrip(".").strip()
-    while len(s) >= 2 and s[0] == "$" and s[-1] == "$":
-        s = s[1:-1].strip()
-    m = re.fullmatch(r"\\text\{(.*)\}", s)
-    if m:
-        s = m.group(1).strip()
-    s = s.rstrip(".").strip()
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
-        s = s.replace(",", "")
-    return _WS.sub(" ", s).lower()
 
 
 def exact_match_reward(
@@ -94,12 +49,12 @@ def exact_match_reward(
 
 
 def arithmetic_reward(completions: list[Any], answer: list[str], **kwargs: Any) -> list[float]:
-    """:meth:`adpo.tiny.ArithmeticTask.reward`: 1.0 for the exactly right integer answer.
+    """:meth:`adpo.data.arithmetic.ArithmeticTask.reward`: 1.0 for the exactly right integer answer.
 
     The answer is read from the start of the completion (digits, an optional leading
     minus) up to the first other character, so ``"46"`` and ``"46 because…"`` both count.
     """
-    from adpo.tiny import ArithmeticTask
+    from adpo.data.arithmetic import ArithmeticTask
 
     if len(completions) != len(answer):
         raise ValueError(

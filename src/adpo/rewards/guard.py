@@ -14,7 +14,7 @@ reward function so that:
 
 ``None`` is TRL's "no reward for this completion": the completion takes no part in its
 group's baseline and gets no advantage (GRPO), and no place in the list (ADPO/OPO,
-``adpo.integrations.trl``). Shapes: ``N`` completions per call.
+``adpo.trainers.online``). Shapes: ``N`` completions per call.
 """
 
 from __future__ import annotations

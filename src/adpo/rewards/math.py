@@ -14,33 +14,9 @@ import logging
 import threading
 from typing import Any
 
+from adpo.rewards.text import completion_text, extract_boxed, extract_boxed_all
+
 __all__ = ["extract_boxed", "extract_boxed_all", "math_reward", "parse_gold"]
-
-
-def extract_boxed_all(text: str) -> list[str]:
-    """Contents of every ``\\boxed{…}`` (or ``\\fbox{…}``) in ``text``, braces balanced."""
-    out = []
-    i = 0
-    while True:
-        starts = [j for j in (text.find("\\boxed{", i), text.find("\\fbox{", i)) if j >= 0]
-        if not starts:
-            return out
-        j = min(starts)
-        k = text.index("{", j) + 1
-        depth, m = 1, k
-        while m < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[m], 0)
-            m += 1
-        if depth:  # unbalanced: no closing brace
-            return out
-        out.append(text[k : m - 1])
-        i = m
-
-
-def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{…}`` in ``text``, or None."""
-    boxes = extract_boxed_all(text)
-    return boxes[-1] if boxes else None
 
 
 def _timeouts() -> tuple[int | None, int | None]:
@@ -88,8 +64,6 @@ def math_reward(completions: list[Any], solution: list[str], **kwargs: Any) -> l
     """
     from latex2sympy2_extended import NormalizationConfig
     from math_verify import LatexExtractionConfig, parse, verify
-
-    from adpo.rewards.basic import completion_text
 
     if len(completions) != len(solution):
         raise ValueError(

@@ -30,8 +30,8 @@ Anchors (``ListwiseConfig.anchor``, paper §5.2, alg. 1 lines 3 and 27–28):
   reference model is kept;
 * ``"self"`` — a frozen snapshot of the initial policy (:class:`adpo.anchors.SelfAnchor`);
 * ``"ema"`` — an EMA of the policy's weights, updated after each optimiser step;
-* ``"dynamic"`` — π_ref ← πθ every ``anchor_update_steps`` optimiser steps
-  (:class:`adpo.anchors.OnPolicyAnchor`).
+* ``"on_policy"`` (old spelling ``"dynamic"``, deprecated) — π_ref ← πθ every
+  ``anchor_refresh_every`` optimiser steps (:class:`adpo.anchors.OnPolicyAnchor`).
 """
 
 from __future__ import annotations
@@ -50,18 +50,28 @@ import torch
 from torch import Tensor, nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from adpo.anchors import Anchor, EMAAnchor, FixedAnchor, OnPolicyAnchor, SelfAnchor
+from adpo.anchors import (
+    ANCHOR_KINDS,
+    Anchor,
+    AnchorConfig,
+    EMAAnchor,
+    FixedAnchor,
+    OnPolicyAnchor,
+    SelfAnchor,
+    canonical_anchor,
+    make_anchor,
+)
 from adpo.data.listwise import normalize_rows, tokenize_row
 from adpo.logprobs import selective_log_softmax, sequence_logps
 from adpo.losses import LossOutput, adpo_loss, softmax_targets
-from adpo.trainers.ranking import ndcg, top1_accuracy
+from adpo.metrics import ndcg, top1_accuracy
 
 __all__ = ["ListwiseCollator", "ListwiseConfig", "ListwiseTrainer", "group_logps"]
 
 logger = logging.getLogger(__name__)
 
 TARGETS = ("softmax", "plackett_luce", "top1", "probs")
-ANCHORS = ("fixed", "precomputed", "self", "ema", "dynamic")
+ANCHORS = ANCHOR_KINDS
 _COLUMNS = ["prompt_ids", "completion_ids", "scores", "target_probs", "ref_logps"]
 
 
@@ -89,9 +99,11 @@ class ListwiseConfig(TrainingArguments):
             "pairwise rows, tau = 1/β reproduces DPO with β."
         },
     )
-    beta: float = field(
-        default=0.5, metadata={"help": "target temperature β_r > 0 of the 'softmax' target"}
+    target_beta: float | None = field(
+        default=None,
+        metadata={"help": "target temperature β_r > 0 of the 'softmax' target (default 0.5)"},
     )
+    beta: float | None = field(default=None, metadata={"help": "deprecated alias of `target_beta`"})
     standardize_scores: bool = field(
         default=True,
         metadata={
@@ -102,16 +114,28 @@ class ListwiseConfig(TrainingArguments):
     ties: Literal["breslow", "efron"] = field(
         default="breslow", metadata={"help": "Plackett–Luce tie handling"}
     )
-    anchor: Literal["fixed", "precomputed", "self", "ema", "dynamic"] = field(
+    anchor: Literal["fixed", "precomputed", "self", "ema", "on_policy"] = field(
         default="fixed",
-        metadata={"help": "anchor strategy: fixed, precomputed, self, ema, dynamic"},
+        metadata={
+            "help": "anchor strategy: fixed, precomputed, self, ema, on_policy "
+            "('dynamic' is a deprecated spelling of on_policy)"
+        },
     )
-    ema_decay: float = field(
-        default=0.99, metadata={"help": "decay of the 'ema' anchor per optimiser step, in [0, 1)"}
+    anchor_ema_decay: float | None = field(
+        default=None,
+        metadata={"help": "decay of the 'ema' anchor per optimiser step, in [0, 1) (default 0.99)"},
     )
-    anchor_update_steps: int = field(
-        default=100,
-        metadata={"help": "'dynamic' anchor: π_ref ← πθ every this many optimiser steps (N)"},
+    ema_decay: float | None = field(
+        default=None, metadata={"help": "deprecated alias of `anchor_ema_decay`"}
+    )
+    anchor_refresh_every: int | None = field(
+        default=None,
+        metadata={
+            "help": "'on_policy' anchor: π_ref ← πθ every this many optimiser steps (N, default 100)"
+        },
+    )
+    anchor_update_steps: int | None = field(
+        default=None, metadata={"help": "deprecated alias of `anchor_refresh_every`"}
     )
     max_prompt_length: int | None = field(
         default=512,
@@ -149,26 +173,44 @@ class ListwiseConfig(TrainingArguments):
             raise ValueError(
                 f"ListwiseConfig: `target` must be one of {TARGETS}, got {self.target!r}"
             )
-        if self.anchor not in ANCHORS:
-            raise ValueError(
-                f"ListwiseConfig: `anchor` must be one of {ANCHORS}, got {self.anchor!r}"
-            )
+        self.anchor = canonical_anchor(self.anchor, owner="ListwiseConfig: `anchor`")
+        # one name per option across configs; the old names stay as deprecated aliases
+        for new, old, default in (
+            ("target_beta", "beta", 0.5),
+            ("anchor_ema_decay", "ema_decay", 0.99),
+            ("anchor_refresh_every", "anchor_update_steps", 100),
+        ):
+            nv, ov = getattr(self, new), getattr(self, old)
+            if ov is not None:
+                warnings.warn(
+                    f"ListwiseConfig: `{old}` is deprecated, use `{new}`",
+                    DeprecationWarning,
+                    stacklevel=3,
+                )
+                if nv is not None and nv != ov:
+                    raise ValueError(
+                        f"ListwiseConfig: `{new}`={nv!r} and its deprecated alias `{old}`={ov!r} "
+                        "disagree; set only `" + new + "`"
+                    )
+                nv = ov
+            setattr(self, new, default if nv is None else nv)
+            # the alias keeps a value the caller set (readers of the old name still work)
         if self.ties not in ("breslow", "efron"):
             raise ValueError(
                 f"ListwiseConfig: `ties` must be 'breslow' or 'efron', got {self.ties!r}"
             )
-        for name in ("tau", "beta"):
+        for name in ("tau", "target_beta"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 < v < float("inf")):
                 raise ValueError(f"ListwiseConfig: `{name}` must be finite and > 0, got {v!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
+        if not 0.0 <= self.anchor_ema_decay < 1.0:
             raise ValueError(
-                f"ListwiseConfig: `ema_decay` must lie in [0, 1), got {self.ema_decay!r}"
+                f"ListwiseConfig: `anchor_ema_decay` must lie in [0, 1), got {self.anchor_ema_decay!r}"
             )
-        if not (isinstance(self.anchor_update_steps, int) and self.anchor_update_steps >= 1):
+        if not (isinstance(self.anchor_refresh_every, int) and self.anchor_refresh_every >= 1):
             raise ValueError(
-                "ListwiseConfig: `anchor_update_steps` must be an int >= 1, got "
-                f"{self.anchor_update_steps!r}"
+                "ListwiseConfig: `anchor_refresh_every` must be an int >= 1, got "
+                f"{self.anchor_refresh_every!r}"
             )
         for name in ("max_prompt_length", "max_completion_length", "precompute_batch_size"):
             v = getattr(self, name)
@@ -495,10 +537,13 @@ class ListwiseTrainer(Trainer):
         elif args.anchor == "self":
             self.anchor = SelfAnchor(self.model)
         elif args.anchor == "ema":
-            self.anchor = EMAAnchor(self.model, decay=args.ema_decay)
-        else:  # dynamic: snapshot now, re-snapshot every N optimiser steps (alg. 1 l. 27–28)
-            self.anchor = OnPolicyAnchor(every=args.anchor_update_steps)
-            self.anchor.refresh(self.model)
+            self.anchor = make_anchor(
+                AnchorConfig(kind="ema", ema_decay=args.anchor_ema_decay), self.model
+            )
+        else:  # on_policy: snapshot now, re-snapshot every N optimiser steps (alg. 1 l. 27–28)
+            self.anchor = make_anchor(
+                AnchorConfig(kind="on_policy", refresh_every=args.anchor_refresh_every), self.model
+            )
 
     def _check_eval_ref(self) -> None:
         if self.eval_dataset is not None and "ref_logps" not in self.eval_dataset.column_names:
@@ -555,11 +600,11 @@ class ListwiseTrainer(Trainer):
             return adpo_loss(logps, ref_logps, targets=inputs["target_probs"], **kw)
         if args.target == "softmax" and not args.standardize_scores:
             q = softmax_targets(
-                inputs["scores"], beta=args.beta, valid=inputs["valid"], standardize=False
+                inputs["scores"], beta=args.target_beta, valid=inputs["valid"], standardize=False
             )  # (B, G)
             return adpo_loss(logps, ref_logps, targets=q, **kw)
         return adpo_loss(
-            logps, ref_logps, inputs["scores"], target=args.target, beta=args.beta, **kw
+            logps, ref_logps, inputs["scores"], target=args.target, beta=args.target_beta, **kw
         )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -1,4 +1,4 @@
-"""A download-free verl task: the generated arithmetic problems of :mod:`adpo.tiny` as
+"""A download-free verl task: the generated arithmetic problems of :mod:`adpo.data.arithmetic` as
 verl RL parquet files, a verl reward function, and a tiny Qwen3 checkpoint built from a
 config. Enough for a smoke run of ``examples/verl/smoke_tiny_arithmetic.yaml`` on one GPU::
 
@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from adpo.tiny import ArithmeticTask
+from adpo.data.arithmetic import ArithmeticTask
 
 __all__ = ["DATA_SOURCE", "arithmetic_rows", "compute_score", "main", "write_tiny_task"]
 
@@ -44,7 +44,7 @@ def compute_score(
 ) -> float:
     """verl reward function (``reward.custom_reward_function``): partial credit in [0, 1].
 
-    :meth:`adpo.tiny.ArithmeticTask.score`: 1.0 for the exact answer, a fraction of right
+    :meth:`adpo.data.arithmetic.ArithmeticTask.score`: 1.0 for the exact answer, a fraction of right
     digits otherwise, so a tiny random model still sees reward differences within a group.
     """
     if data_source != DATA_SOURCE:
@@ -63,7 +63,7 @@ def write_tiny_task(
     """
     import pandas as pd
 
-    from adpo.tiny import char_tokenizer, tiny_qwen3
+    from adpo.testing import char_tokenizer, tiny_qwen3
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,11 @@
-"""The ``adpo`` command.
+"""The ``adpo`` command: wires config dataclasses to the code, nothing else.
 
 ``adpo <command> [args]`` and ``adpo bench <benchmark> [args]``. Each command lives in
 its own module, imported only when it runs (so ``adpo bench saturation`` never imports
 transformers), and parses its own arguments: ``adpo <command> --help`` shows them.
+``adpo train`` is :mod:`adpo.cli.train`, ``adpo train-offline`` :mod:`adpo.cli.train_offline`,
+``adpo verl`` :mod:`adpo.cli.verl`; each benchmark's config dataclass is its CLI, in
+:mod:`adpo.experiments`.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ import sys
 # name -> (module, function, one-line help). Add a command by adding a line.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train-offline": (
-        "adpo.trainers.offline_cli",
+        "adpo.cli.train_offline",
         "main",
         "offline listwise ADPO on K scored/ranked completions per prompt",
     ),
     "verl": (
-        "adpo.integrations.verl_cli",
+        "adpo.cli.verl",
         "main",
         "train on verl (Ray) with ADPO/OPO policy losses, groups kept whole (adpo[verl])",
     ),
@@ -28,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "online RL with ADPO on a tiny model, CPU, minutes (no download)",
     ),
     "train": (
-        "adpo.trainers.online",
+        "adpo.cli.train",
         "main",
         "online group RL (adpo, adpo-pl, opo, grpo, gspo, dapo) on any HF causal LM",
     ),
@@ -59,6 +62,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "adpo.experiments.reasoning",
         "main",
         "online RL on the demo task: adpo-pl, adpo, opo, grpo, gspo, dapo × seeds",
+    ),
+    "trainer": (
+        "adpo.experiments.trainer_bench",
+        "main",
+        "ADPOTrainer/OPOTrainer vs TRL's GRPOTrainer: time per step and peak memory",
     ),
     "distill": (
         "adpo.experiments.distill",

@@ -7,7 +7,7 @@ import pytest
 
 from adpo import cli
 from adpo.data.listwise import BadRowError, make_arithmetic_listwise
-from adpo.tiny import char_tokenizer, tiny_qwen3
+from adpo.testing import char_tokenizer, tiny_qwen3
 
 KEYS = {
     "rows",

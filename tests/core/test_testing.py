@@ -4,7 +4,8 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from adpo.tiny import CHARSET, ArithmeticTask, char_tokenizer, tiny_qwen3
+from adpo.data.arithmetic import ArithmeticTask
+from adpo.testing import CHARSET, char_tokenizer, tiny_qwen3
 
 
 def test_char_tokenizer_round_trip_and_save(tmp_path):

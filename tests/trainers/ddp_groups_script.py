@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _tiny_setup import base_args, tiny_setup
 
-from adpo.integrations.trl import ADPOConfig, ADPOTrainer, OPOConfig, OPOTrainer
+from adpo.trainers import ADPOConfig, ADPOTrainer, OPOConfig, OPOTrainer
 
 
 def _dense(completions, **kwargs):

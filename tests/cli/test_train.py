@@ -7,13 +7,8 @@ import math
 
 import pytest
 
-from adpo.trainers.online import (
-    TrainArgs,
-    load_rows,
-    parse_train_args,
-    prepare_dataset,
-    validate_rows,
-)
+from adpo.cli.train import TrainArgs, parse_train_args, prepare_dataset
+from adpo.data.rows import load_rows, validate_rows
 
 
 def _ds(rows):
@@ -72,7 +67,7 @@ def test_load_rows_reads_jsonl_and_parquet_and_names_missing_files(tmp_path):
 
 
 def test_prepare_dataset_math_style_columns(tmp_path):
-    from adpo.tiny import char_tokenizer
+    from adpo.testing import char_tokenizer
 
     tok = char_tokenizer()
     ds = _ds(
@@ -111,7 +106,8 @@ def test_yaml_config_sets_defaults_and_cli_flags_win(tmp_path):
 
 @pytest.fixture
 def local_model_and_data(tmp_path):
-    from adpo.tiny import ArithmeticTask, char_tokenizer, tiny_qwen3
+    from adpo.data.arithmetic import ArithmeticTask
+    from adpo.testing import char_tokenizer, tiny_qwen3
 
     tok = char_tokenizer()
     model = tiny_qwen3(len(tok), hidden_size=32, num_layers=1)
@@ -138,7 +134,7 @@ def _argv(root, *extra):
 
 
 def test_adpo_train_runs_saves_and_resumes_on_a_local_model(local_model_and_data):
-    from adpo.trainers.online import main
+    from adpo.cli.train import main
 
     root = local_model_and_data
     assert main(_argv(root, "--max-steps", "2", "--save-steps", "1", "--loss", "adpo-pl")) == 0
@@ -162,7 +158,7 @@ def test_adpo_train_runs_saves_and_resumes_on_a_local_model(local_model_and_data
 
 
 def test_adpo_train_names_a_bad_row(local_model_and_data):
-    from adpo.trainers.online import main
+    from adpo.cli.train import main
 
     root = local_model_and_data
     lines = (root / "data.jsonl").read_text().splitlines()

@@ -11,16 +11,16 @@ import math
 import pytest
 import torch
 
-from adpo.integrations.trl import (
+from adpo.logprobs import causal_lm_logps
+from adpo.losses import adpo_loss, opo_loss
+from adpo.rewards import arithmetic_reward
+from adpo.trainers import (
     ADPOConfig,
     ADPOTrainer,
     OPOConfig,
     OPOTrainer,
     shuffle_groups,
 )
-from adpo.logprobs import causal_lm_logps
-from adpo.losses import adpo_loss, opo_loss
-from adpo.rewards import arithmetic_reward
 
 from ._tiny_setup import base_args, tiny_setup
 
@@ -39,7 +39,7 @@ def test_config_requires_whole_groups_per_micro_batch(tmp_path):
 @pytest.mark.parametrize(
     ("cls", "field", "value", "match"),
     [
-        (ADPOConfig, "anchor", "self", "anchor"),
+        (ADPOConfig, "anchor", "precomputed", "anchor"),
         (ADPOConfig, "anchor_ema_decay", 1.0, "anchor_ema_decay"),
         (ADPOConfig, "target", "pairwise", "target"),
         (ADPOConfig, "tau", 0.0, "tau"),
@@ -267,6 +267,95 @@ def test_adpo_trainer_loss_equals_adpo_loss_by_hand(tmp_path, target):
     assert tr._metrics["train"]["tau"][-1] == pytest.approx(0.7)
 
 
+@pytest.mark.parametrize("length_norm", ["mean", "sum"])
+def test_entropy_reward_schedule_sets_tau_per_prompt_from_policy_entropy_and_reward(
+    tmp_path, length_norm
+):
+    tok, model, ds = tiny_setup()
+    args = ADPOConfig(
+        **base_args(str(tmp_path), target="softmax", tau=0.8, tau_min=0.2, tau_max=1.5),
+        tau_schedule="entropy_reward",
+        tau_entropy_coef=0.2,
+        tau_wrong_coef=0.5,
+        tau_length_norm=length_norm,
+    )
+    tr = ADPOTrainer(
+        model=model,
+        reward_funcs=arithmetic_reward,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+    )
+    B, G, T = 3, 4, 5
+    g = torch.Generator().manual_seed(1)
+    logps = -3.0 * torch.rand(B, G, T, generator=g, dtype=torch.float64)  # a confident policy
+    logps[0, 0] = -0.01  # ... more so on prompt 0
+    anchor = logps + 0.5 * torch.randn(B, G, T, generator=g, dtype=torch.float64)
+    mask = torch.arange(T)[None, None] < torch.randint(1, T + 1, (B, G, 1), generator=g)
+    rewards = torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 0.5], [1, 1, 0, 1]], dtype=torch.float64)
+    valid = torch.ones(B, G, dtype=torch.bool)
+    out = tr._group_loss(logps, anchor, rewards, mask, valid)
+
+    # the schedule by hand: token-mean or summed log-probs, softmax over G, entropy / log G
+    m = mask.double()
+    s = (logps * m).sum(-1) / (m.sum(-1) if length_norm == "mean" else 1.0)  # (B, G)
+    p = torch.softmax(s, -1)
+    h = -(p * p.log()).sum(-1) / math.log(G)  # (B,)
+    r = rewards.mean(-1)  # (B,)
+    tau = (0.8 * (1 + 0.2 * h + 0.5 * (1 - h) * (1 - r))).clamp(0.2, 1.5)
+    assert (tau - tau.mean()).abs().max() > 1e-2  # per prompt: a constant τ fails this test
+    ref = adpo_loss(logps, anchor, rewards, target="softmax", tau=tau, beta=0.5, mask=mask)
+    torch.testing.assert_close(out.loss, ref.loss, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out.metrics["tau"], tau.mean(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", ["adpo", "opo"])
+def test_vllm_sequence_mask_drops_masked_completions_from_their_group(tmp_path, cls):
+    Cfg, Tr = (ADPOConfig, ADPOTrainer) if cls == "adpo" else (OPOConfig, OPOTrainer)
+    tok, model, ds = tiny_setup()
+    kw = base_args(str(tmp_path))
+    if cls == "opo":
+        kw.update(num_generations=4, per_device_train_batch_size=8)
+    tr = Tr(model=model, reward_funcs=arithmetic_reward, args=Cfg(**kw), train_dataset=ds,
+            processing_class=tok)  # fmt: skip
+    tr.current_gradient_accumulation_steps = 1
+    inputs = _fixed_batch(tok)
+    mask = inputs["completion_mask"].bool()
+    with torch.no_grad():
+        anchor = _hand_logps(model, inputs) + 0.3 * torch.randn(mask.shape)
+    inputs["anchor_per_token_logps"] = anchor
+    # TRL's sequence_mask ratio: in-bound ratios kept as they are, out-of-bound ones zeroed
+    ratio = torch.tensor([1.1, 0.0, 0.9, 1.0, 1.0, 1.3, 0.0, 0.95])[:, None]
+    inputs["importance_sampling_ratio"] = ratio
+    with torch.no_grad():
+        loss = tr.compute_loss(tr.model, inputs)
+        B, G, T = 2, 4, mask.shape[1]
+        valid = (ratio.view(B, G) != 0) & mask.view(B, G, T).any(-1)
+        args = (_hand_logps(model, inputs).view(B, G, T), anchor.view(B, G, T),
+                inputs["rewards"].view(B, G))  # fmt: skip
+        fn = adpo_loss if cls == "adpo" else opo_loss
+        extra = dict(target="plackett_luce", tau=0.8) if cls == "adpo" else dict(alpha=0.4, mu=1.0)
+        ref = fn(*args, mask=mask.view(B, G, T), valid=valid, **extra)
+        unmasked = fn(*args, mask=mask.view(B, G, T), **extra)
+    torch.testing.assert_close(loss, ref.loss, rtol=1e-5, atol=1e-6)
+    assert abs(loss.item() - unmasked.loss.item()) > 1e-4  # the mask changed the loss
+    assert tr._metrics["train"]["sampling/is_masked_frac"][-1] == pytest.approx(2 / 8)
+    inputs["importance_sampling_ratio"] = torch.ones(8, 4)  # a per-token ratio: refused
+    with pytest.raises(ValueError, match=r"must be \[N, 1\].*got \(8, 4\)"):
+        tr.compute_loss(tr.model, inputs)
+
+
+@pytest.mark.parametrize("mode", ["token_truncate", "token_mask", "sequence_truncate"])
+def test_vllm_importance_sampling_modes_that_do_not_apply_are_refused(tmp_path, mode):
+    kw = base_args(str(tmp_path), use_vllm=True, vllm_importance_sampling_mode=mode)
+    with pytest.raises(
+        ValueError, match=rf"`vllm_importance_sampling_mode` '{mode}' is not supported"
+    ):
+        ADPOConfig(**kw)
+    ADPOConfig(**{**kw, "vllm_importance_sampling_correction": False})  # the way out works
+    ADPOConfig(**{**kw, "vllm_importance_sampling_mode": "sequence_mask"})
+
+
 def test_opo_trainer_loss_equals_opo_loss_by_hand(tmp_path):
     tok, model, ds = tiny_setup()
     args = OPOConfig(
@@ -363,7 +452,7 @@ class AnchorADPO(_RoundWeights, ADPOTrainer):
 
 
 def _logps_under(state_dict, tok, inputs) -> torch.Tensor:
-    from adpo.tiny import tiny_qwen3
+    from adpo.testing import tiny_qwen3
 
     m = tiny_qwen3(len(tok), hidden_size=32, num_layers=1)
     m.load_state_dict(state_dict)
@@ -416,8 +505,23 @@ def test_on_policy_anchor_is_the_round_start_policy_for_every_mini_batch(tmp_pat
     assert tr.state.log_history[1]["delta_abs_max"] > 0  # Δ ≠ 0 on the round's second mini-batch
 
 
-def test_fixed_anchor_is_the_initial_policy(tmp_path):
-    tok, tr, init = _run_anchor(tmp_path, "fixed")
+def test_online_configs_speak_the_anchor_vocabulary(tmp_path):
+    with pytest.warns(DeprecationWarning, match="'dynamic' is deprecated, use 'on_policy'"):
+        assert ADPOConfig(**base_args(str(tmp_path)), anchor="dynamic").anchor == "on_policy"
+    with pytest.raises(ValueError, match="no reference log-probs come with the data"):
+        OPOConfig(**base_args(str(tmp_path)), anchor="precomputed")
+    with pytest.raises(ValueError, match=r"must be one of"):
+        ADPOConfig(**base_args(str(tmp_path)), anchor="bogus")
+    tok, model, ds = tiny_setup()
+    with pytest.raises(ValueError, match="pass `ref_model` with anchor='fixed'"):
+        ADPOTrainer(model=model, reward_funcs=_graded, train_dataset=ds, processing_class=tok,
+                    args=ADPOConfig(**base_args(str(tmp_path)), anchor="self"),
+                    ref_model=copy.deepcopy(model))  # fmt: skip
+
+
+@pytest.mark.parametrize("anchor", ["fixed", "self"])
+def test_fixed_anchor_is_the_initial_policy(tmp_path, anchor):
+    tok, tr, init = _run_anchor(tmp_path, anchor, log_kl_to_init=True)
     for mb in tr.micro_batches:
         expected = _logps_under(init, tok, mb)
         assert _masked_close(mb["anchor_per_token_logps"], expected, mb["completion_mask"])
@@ -444,25 +548,85 @@ def test_ema_anchor_folds_the_policy_in_once_per_round(tmp_path):
                 assert _masked_close(mb["anchor_per_token_logps"], expected, mb["completion_mask"])
 
 
-def test_guarded_temperature_is_logged_and_bounded(tmp_path):
+class _RisingReward:
+    """A reward that grows with every round (plus a graded per-answer part), so the batch
+    reward keeps beating its EMA baseline: the guarded schedule must then lower τ."""
+
+    __name__ = "rising"
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, completions, answer, **kw):
+        self.calls += 1
+        return [0.05 * self.calls + 0.5 * g for g in _graded(completions)]
+
+
+def _guarded_run(out, **kw):
     tok, model, ds = tiny_setup()
     args = ADPOConfig(
-        **base_args(
-            str(tmp_path),
-            steps_per_generation=2,
-            max_steps=4,
-            tau_schedule="guarded",
-            tau_min=0.3,
-            tau_max=1.2,
-        )
+        **{**base_args(str(out), steps_per_generation=2, max_steps=6), **kw},
+        tau_min=0.3,
+        tau_max=1.2,
+        tau_schedule="guarded",
+        tau_sigma_r=0.05,
+        tau_length_norm="sum",
     )
     tr = ADPOTrainer(
-        model=model, reward_funcs=_graded, args=args, train_dataset=ds, processing_class=tok
+        model=model, reward_funcs=_RisingReward(), args=args, train_dataset=ds, processing_class=tok
     )
+    return tr
+
+
+def test_guarded_temperature_moves_below_tau_max_as_reward_rises(tmp_path):
+    tr = _guarded_run(tmp_path)
     tr.train()
-    taus = [h["tau"] for h in tr.state.log_history if "tau" in h]
-    assert len(taus) == 4 and taus[0] == pytest.approx(1.2)  # starts at τ_max (conservative)
+    logs = [h for h in tr.state.log_history if "tau" in h]
+    taus = [h["tau"] for h in logs]
+    assert len(taus) == 6 and taus[0] == pytest.approx(1.2)  # p_0 = 0: starts at τ_max
+    assert min(taus) < 1.2 - 0.01  # it moves (a constant τ fails here)
     assert all(0.3 - 1e-6 <= t <= 1.2 + 1e-6 for t in taus)
+    # eq. 12 by hand from the logged H̄_t and R̄_t (EMA baseline b_0 = R̄_0, momentum 0.9)
+    b = None
+    for h in logs:
+        H, R = h["tau_policy_entropy"], h["tau_reward_mean"]
+        b = R if b is None else b
+        expected = 1.2 - (1.2 - 0.3) * (1 - H) * max(0.0, math.tanh((R - b) / 0.05))
+        assert h["tau"] == pytest.approx(expected, rel=1e-6)
+        b = 0.9 * b + 0.1 * R
+        assert 0.0 <= H < 1.0  # the policy's entropy over candidates, not softmax(u) = uniform
+
+
+def test_evaluation_leaves_the_guarded_schedule_untouched(tmp_path):
+    _, _, ds = tiny_setup()
+    tr = _guarded_run(tmp_path, max_steps=2, per_device_eval_batch_size=8)
+    tr.train()
+    before = (dict(tr._tau_schedule.state_dict()), tr._round_reward_mean)
+    metrics = tr.evaluate(eval_dataset=ds.select(range(8)))
+    assert "eval_reward" in metrics  # evaluation did generate and score a round
+    assert (tr._tau_schedule.state_dict(), tr._round_reward_mean) == before
+
+
+def test_default_trainer_holds_no_model_copy_and_fixed_anchor_holds_one(tmp_path):
+    def held_parameters(tr) -> int:
+        """Parameters of every module the trainer holds (itself, its anchors), counted once."""
+        modules = [v for v in vars(tr).values() if isinstance(v, torch.nn.Module)]
+        modules += [a.module for a in (tr._init_anchor, tr._ema_anchor) if a is not None]
+        seen = {id(p): p.numel() for m in modules for p in m.parameters()}
+        return sum(seen.values())
+
+    for cls in (ADPOConfig, OPOConfig):
+        tok, model, ds = tiny_setup()
+        n = sum(p.numel() for p in model.parameters())
+        Tr = ADPOTrainer if cls is ADPOConfig else OPOTrainer
+        tr = Tr(model=model, reward_funcs=_graded, args=cls(**base_args(str(tmp_path))),
+                train_dataset=ds, processing_class=tok)  # fmt: skip
+        assert tr._init_anchor is None and tr.ref_model is None
+        assert held_parameters(tr) == n
+        tok, model, ds = tiny_setup()
+        tr = Tr(model=model, reward_funcs=_graded, args=cls(**base_args(str(tmp_path)), anchor="fixed"),
+                train_dataset=ds, processing_class=tok)  # fmt: skip
+        assert held_parameters(tr) == 2 * n  # the user's choice: a frozen initial model
 
 
 # ----------------------------------------------------------------------------- resume
@@ -488,6 +652,8 @@ def test_resume_continues_exactly_from_mid_round_and_round_boundary(tmp_path, cl
         )
         if cls == "opo":
             kw.update(num_generations=4, per_device_train_batch_size=8)
+        else:  # the guarded τ schedule must come back exactly too
+            kw.update(tau_schedule="guarded", tau_sigma_r=0.05, tau_length_norm="sum")
         return Tr(
             model=model,
             reward_funcs=_graded,
@@ -499,6 +665,7 @@ def test_resume_continues_exactly_from_mid_round_and_round_boundary(tmp_path, cl
     full = make(tmp_path / "full")
     full.train()
     ref_losses = _losses(full)
+    ref_taus = {h["step"]: h["tau"] for h in full.state.log_history if "tau" in h}
     ref_params = torch.cat([p.detach().flatten() for p in full.model.parameters()])
     assert len(ref_losses) == 4 and len(set(ref_losses.values())) > 1
     for ckpt in (1, 2):  # 1: mid-round (the round buffer must come back), 2: round boundary
@@ -510,6 +677,13 @@ def test_resume_continues_exactly_from_mid_round_and_round_boundary(tmp_path, cl
             assert v == pytest.approx(ref_losses[s], rel=1e-6, abs=1e-7), (ckpt, s)
         params = torch.cat([p.detach().flatten() for p in resumed.model.parameters()])
         torch.testing.assert_close(params, ref_params, rtol=1e-6, atol=1e-7)
+        if cls == "adpo":
+            taus = {h["step"]: h["tau"] for h in resumed.state.log_history if "tau" in h}
+            for s in got:
+                assert taus[s] == pytest.approx(ref_taus[s], rel=1e-6), (ckpt, s)
+            assert resumed._tau_schedule.state_dict() == pytest.approx(
+                full._tau_schedule.state_dict(), rel=1e-6
+            )
 
 
 # ----------------------------------------------------------------------------- rewards that fail
@@ -545,7 +719,7 @@ def test_failing_rewards_are_counted_and_training_goes_on(tmp_path):
 
 @pytest.mark.parametrize("loss", ["adpo-pl", "adpo", "opo", "grpo", "gspo", "dapo"])
 def test_each_objective_trains_end_to_end_on_the_tiny_model(tmp_path, loss):
-    from adpo.trainers.online import loss_config, make_trainer
+    from adpo.trainers import loss_config, make_trainer
 
     tok, model, ds = tiny_setup()
     args = loss_config(loss, **base_args(str(tmp_path), steps_per_generation=2, max_steps=2))
@@ -558,13 +732,14 @@ def test_each_objective_trains_end_to_end_on_the_tiny_model(tmp_path, loss):
     keys = set().union(*tr.state.log_history)
     assert {"reward", "reward_std", "entropy", "grad_norm", "completions/mean_length"} <= keys
     if loss in ("adpo-pl", "adpo", "opo"):
-        assert {"accuracy", "anchored_entropy", "kl_to_init", "zero_signal_frac"} <= keys
+        assert {"accuracy", "anchored_entropy", "zero_signal_frac"} <= keys
+        assert "kl_to_init" not in keys  # off by default: no extra model, no extra forward
         if loss != "opo":
             assert "tau" in keys
 
 
 def test_loss_config_names_a_bad_override():
-    from adpo.trainers.online import loss_config
+    from adpo.trainers import loss_config
 
     with pytest.raises(ValueError, match=r"\['alpha'\] are not fields of ADPOConfig"):
         loss_config("adpo", output_dir="x", alpha=0.3)

@@ -11,7 +11,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 def tiny_setup(n_rows: int = 64, seed: int = 0, hidden_size: int = 32):
     from datasets import Dataset
 
-    from adpo.tiny import ArithmeticTask, char_tokenizer, tiny_qwen3
+    from adpo.data.arithmetic import ArithmeticTask
+    from adpo.testing import char_tokenizer, tiny_qwen3
 
     tok = char_tokenizer()
     model = tiny_qwen3(len(tok), hidden_size=hidden_size, num_layers=1, seed=seed)

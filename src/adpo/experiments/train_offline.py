@@ -1,9 +1,12 @@
-"""``adpo train-offline``: ADPO on a fixed listwise dataset (algorithm 1, OFFLINE branch).
+"""The pipeline of ``adpo train-offline``: ADPO on a fixed listwise dataset (algorithm 1, OFFLINE).
+
+:func:`run` loads (or builds) the model and rows, trains a :class:`adpo.trainers.ListwiseTrainer`,
+evaluates it and writes the output folder; ``adpo bench listwise`` calls it per variant.
 
 Run on your model and data::
 
     adpo train-offline --model ID_OR_PATH --data rows.jsonl --out runs/offline \
-        [--target softmax|plackett_luce|top1|probs] [--anchor fixed|precomputed|self|ema|dynamic] \
+        [--target softmax|plackett_luce|top1|probs] [--anchor fixed|precomputed|self|ema|on_policy] \
         [--config listwise.yaml] [--skip-bad-rows]
 
 or with no ``--model``/``--data`` on the embedded default: a tiny Qwen3 warm-started with
@@ -20,18 +23,16 @@ log-prob ranking metrics, skipped-row counts, timing with load average), ``log_h
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import tyro
 
-from adpo.experiments._io import (
+from adpo._io import (
     command_line,
     console,
     environment,
@@ -39,8 +40,11 @@ from adpo.experiments._io import (
     write_csv,
     write_json,
 )
+from adpo.data.arithmetic import ArithmeticTask
+from adpo.data.rows import load_rows, read_yaml_config
+from adpo.trainers.warm_start import supervised_warm_start
 
-__all__ = ["TrainOfflineArgs", "load_rows", "main", "run"]
+__all__ = ["TrainOfflineArgs", "run"]
 
 #: ListwiseConfig values of the embedded default (a tiny model needs a large learning rate)
 DEFAULT_TASK_CONFIG: dict[str, Any] = {
@@ -49,7 +53,7 @@ DEFAULT_TASK_CONFIG: dict[str, Any] = {
     "learning_rate": 1e-3,
     "lr_scheduler_type": "constant",
     "tau": 1.0,
-    "beta": 0.5,
+    "target_beta": 0.5,
     "max_steps": 300,
     "logging_steps": 10,
 }
@@ -67,8 +71,9 @@ class TrainOfflineArgs:
     """output folder"""
     target: Literal["softmax", "plackett_luce", "top1", "probs"] | None = None
     """target q (default: the config's, else 'softmax')"""
-    anchor: Literal["fixed", "precomputed", "self", "ema", "dynamic"] | None = None
-    """anchor strategy (default: the config's, else 'fixed')"""
+    anchor: Literal["fixed", "precomputed", "self", "ema", "on_policy", "dynamic"] | None = None
+    """anchor strategy (default: the config's, else 'fixed'); 'on_policy' refreshes every
+    ``anchor_refresh_every`` steps ('dynamic' is its deprecated spelling)"""
     config: str | None = None
     """YAML file of ListwiseConfig / TrainingArguments fields"""
     ref_model: str | None = None
@@ -104,78 +109,32 @@ class TrainOfflineArgs:
             )
 
 
-def load_rows(source: str) -> list[dict[str, Any]]:
-    """Rows from a JSON(L)/Parquet/CSV file, a ``save_to_disk`` folder or a datasets id."""
-    path = Path(source)
-    if path.suffix == ".jsonl" and path.is_file():
-        with path.open() as f:
-            return [json.loads(line) for line in f if line.strip()]
-    if path.suffix == ".json" and path.is_file():
-        data = json.loads(path.read_text())
-        if not isinstance(data, list):
-            raise ValueError(f"train-offline: {source} must hold a JSON list of rows")
-        return data
-    import datasets
-
-    if path.is_dir():
-        ds = datasets.load_from_disk(str(path))
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds["train"]
-    elif path.suffix in (".parquet", ".csv") and path.is_file():
-        ds = datasets.load_dataset(path.suffix[1:], data_files=str(path), split="train")
-    else:
-        ds = datasets.load_dataset(source, split="train")
-    return [dict(r) for r in ds]
-
-
 def _load_yaml(path: str | None) -> dict[str, Any]:
     if path is None:
         return {}
-    import yaml
+    from adpo.trainers.listwise import ListwiseConfig
 
-    cfg = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(cfg, dict):
-        raise ValueError(f"train-offline: {path} must hold a mapping of config fields")
-    return cfg
+    return read_yaml_config(
+        path,
+        allowed={f.name for f in fields(ListwiseConfig)},
+        where="train-offline",
+        hint="keys are ListwiseConfig / TrainingArguments fields",
+    )
 
 
 def warm_start(model, tokenizer, *, steps: int, seed: int, batch_size: int = 32, lr: float = 3e-3):
     """SFT of the tiny model on generated arithmetic (prompt → right answer), in place.
 
     A short warm start, so the reference knows the format and is partly right: the
-    listwise stage then has something to sharpen. Uses :func:`adpo.losses.sft_loss`.
+    listwise stage then has something to sharpen. Prompts start with BOS, as the listwise
+    trainer tokenizes them. Returns the last step's loss.
     """
-    from adpo.logprobs import selective_log_softmax
-    from adpo.losses import sft_loss
-    from adpo.tiny import ArithmeticTask
-    from adpo.trainers.listwise import ListwiseCollator
-
     rows = ArithmeticTask(digits=2).sample(20_000, seed=seed + 10_000)
-    collate = ListwiseCollator(pad_token_id=tokenizer.pad_token_id)
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    rng = random.Random(seed)
-    model.train()
-    loss = torch.zeros(())
-    for _ in range(steps):
-        feats = [
-            {
-                "prompt_ids": [bos, *tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]],
-                "completion_ids": [
-                    [*tokenizer(r["answer"], add_special_tokens=False)["input_ids"], eos]
-                ],
-            }
-            for r in rng.sample(rows, batch_size)
-        ]
-        b = collate(feats)
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1]
-        logps = selective_log_softmax(logits, b["input_ids"][:, 1:])  # (N, L − 1)
-        loss = sft_loss(logps, b["completion_mask"][:, 1:]).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    losses = supervised_warm_start(
+        model, tokenizer, rows, steps=steps, batch_size=batch_size, lr=lr, seed=seed, bos=True
+    )
     model.eval()
-    return float(loss.detach())
+    return losses[-1] if losses else float("nan")
 
 
 def _split(rows: list, fraction: float, seed: int) -> tuple[list, list]:
@@ -225,7 +184,7 @@ def run(args: TrainOfflineArgs) -> dict[str, Any]:
     if threads is not None:
         torch.set_num_threads(threads)
     if default_task:  # the embedded default: warm-started tiny model + generated rows
-        from adpo.tiny import char_tokenizer, tiny_qwen3
+        from adpo.testing import char_tokenizer, tiny_qwen3
 
         cfg.update(DEFAULT_TASK_CONFIG)
         tokenizer = char_tokenizer()
@@ -326,7 +285,7 @@ def run(args: TrainOfflineArgs) -> dict[str, Any]:
         "target": config.target,
         "anchor": config.anchor,
         "tau": config.tau,
-        "beta": config.beta,
+        "beta": config.target_beta,  # β_r (key kept: committed summaries use it)
         "learning_rate": config.learning_rate,
         "model": "embedded tiny Qwen3 (warm-started)" if default_task else str(args.model),
         "data": "generated arithmetic listwise" if default_task else str(args.data),
@@ -353,13 +312,3 @@ def run(args: TrainOfflineArgs) -> dict[str, Any]:
     )
     console.print(f"wrote {out}/summary.json, log_history.csv, training.png, model/")
     return summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(TrainOfflineArgs, args=argv, prog="adpo train-offline", description=__doc__)
-    run(args)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,8 @@
-"""Small helpers shared by experiments: output folders, JSON/CSV writing, console, progress."""
+"""Console, progress bars, timers and result files: the helpers every long job shares.
+
+A layer below the trainers (it imports nothing from ``adpo``), so trainers, experiments
+and the CLI draw progress and write results one way.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import json
 import platform
 import shlex
 import sys
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +86,9 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def timer() -> Callable[[], float]:
+    """``elapsed = timer(); …; elapsed()`` seconds (``time.perf_counter``)."""
+    t0 = time.perf_counter()
+    return lambda: time.perf_counter() - t0

@@ -1,0 +1,5 @@
+"""``python -m adpo.cli`` = ``adpo``."""
+
+from adpo.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,351 @@
+"""``adpo bench trainer``: ADPOTrainer/OPOTrainer against TRL's GRPOTrainer, same work, one run.
+
+Every objective of :data:`adpo.trainers.LOSSES` trains the same randomly initialised
+Qwen3-shaped model (default: Qwen3's vocabulary of 151,936, 2 layers, hidden 512) on the
+same prompts, with the same generation settings (completions forced to the full length,
+so every step generates and trains on exactly the same number of tokens), group size,
+batch and optimizer. GRPO, DAPO and GSPO run on TRL's own ``GRPOTrainer``
+(:func:`adpo.trainers.loss_config` presets); ADPO (Plackett–Luce and softmax targets)
+and OPO on ours, at their default settings. Each trainer runs in a fresh process, so its
+peak memory is its own:
+
+* time per optimizer step, split into generation, reward scoring, the no-grad log-prob
+  passes (π_old / anchors) and the rest (forward + backward + optimizer step); the median
+  over steps after ``warmup`` steps;
+* peak memory: the process's peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
+
+Ratios are against GRPO measured in the same run. Writes ``results.csv``,
+``summary.json`` (with the command, load average, threads) and ``trainer_bench.png``.
+
+    adpo bench trainer --out results/trainer            # CPU: 256-token completions
+    adpo bench trainer --device cuda --out results/trainer_cuda   # 1,024 tokens
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import tyro
+
+from adpo._io import (
+    command_line,
+    console,
+    environment,
+    prepare_out,
+    progress_bar,
+    write_csv,
+    write_json,
+)
+from adpo.trainers.presets import LOSSES, Loss
+
+__all__ = ["TrainerBenchConfig", "main", "measure", "run"]
+
+PHASES = ("generation", "rewards", "logprob_passes", "update")
+
+
+@dataclass
+class TrainerBenchConfig:
+    """Trainer time and memory per objective. Every field is a CLI flag."""
+
+    out: str = "runs/trainer"
+    """output folder"""
+    losses: tuple[Loss, ...] = LOSSES
+    """objectives to measure (GRPO is the baseline and always runs)"""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """where to train"""
+    vocab_size: int = 151_936
+    """vocabulary (Qwen3's); the LM head dominates memory and time"""
+    hidden_size: int = 512
+    """model width"""
+    num_layers: int = 2
+    """model depth"""
+    num_heads: int = 8
+    """attention heads"""
+    completion_length: int | None = None
+    """tokens per completion, forced (default: 256 on CPU, 1024 on CUDA)"""
+    num_generations: int = 8
+    """completions per prompt (G)"""
+    prompts_per_step: int = 1
+    """prompts per optimizer step (the micro-batch is prompts_per_step · G completions)"""
+    steps: int = 6
+    """optimizer steps per trainer, warm-up included"""
+    warmup: int = 2
+    """steps left out of the medians"""
+    bf16: bool | None = None
+    """bfloat16 (default: on CUDA)"""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)"""
+    seed: int = 0
+    """model and sampling seed"""
+    quick: bool = False
+    """a tiny shape and 3 steps (CI): vocabulary 512, hidden 64, 16 tokens"""
+
+    def __post_init__(self) -> None:
+        if self.quick:
+            self.vocab_size, self.hidden_size, self.num_heads = 512, 64, 4
+            self.completion_length, self.steps, self.warmup = 16, 3, 1
+        if self.completion_length is None:
+            self.completion_length = 1024 if self.device == "cuda" else 256
+        if self.steps <= self.warmup or self.warmup < 0:
+            raise ValueError(
+                f"TrainerBenchConfig: need 0 <= warmup < steps, got {self.warmup}, {self.steps}"
+            )
+        if self.num_generations < 2 or self.prompts_per_step < 1 or self.completion_length < 1:
+            raise ValueError(
+                "TrainerBenchConfig: need num_generations >= 2, prompts_per_step >= 1, "
+                f"completion_length >= 1; got {self.num_generations}, {self.prompts_per_step}, "
+                f"{self.completion_length}"
+            )
+        bad = [x for x in self.losses if x not in LOSSES]
+        if bad:
+            raise ValueError(f"TrainerBenchConfig: unknown losses {bad}; choose from {LOSSES}")
+        if "grpo" not in self.losses:
+            self.losses = ("grpo", *self.losses)
+
+
+class _Clock:
+    """Seconds spent in each phase during the current optimizer step."""
+
+    def __init__(self) -> None:
+        self.now: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        self.t0 = 0.0  # start of the current step
+
+    def wrap(self, obj: Any, name: str, phase: str, *, only_no_grad: bool = False) -> None:
+        import torch
+
+        inner = getattr(obj, name)
+
+        def timed(*a: Any, **kw: Any) -> Any:
+            if only_no_grad and torch.is_grad_enabled():
+                return inner(*a, **kw)
+            t0 = time.perf_counter()
+            try:
+                return inner(*a, **kw)
+            finally:
+                self.now[phase] += time.perf_counter() - t0
+
+        setattr(obj, name, timed)
+
+
+def _peak_memory_mb(device: str) -> float:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def measure(cfg: TrainerBenchConfig, loss: str) -> dict[str, Any]:
+    """Train ``loss`` for ``cfg.steps`` steps in this process; per-step phase times and peak memory."""
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from transformers.utils import logging as hf_logging
+
+    from adpo.testing import char_tokenizer, tiny_qwen3
+    from adpo.trainers.presets import loss_config, make_trainer
+
+    hf_logging.set_verbosity_error()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    tok = char_tokenizer()
+    model = tiny_qwen3(
+        cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        num_kv_heads=max(cfg.num_heads // 2, 1),
+        max_position_embeddings=cfg.completion_length + 64,
+        seed=cfg.seed,
+    )
+    bf16 = cfg.device == "cuda" if cfg.bf16 is None else cfg.bf16
+    if cfg.device == "cuda":
+        model = model.to("cuda")
+    G = cfg.num_generations
+    prompts = [{"prompt": f"{i}+{i + 1}=", "answer": str(2 * i + 1)} for i in range(64)]
+
+    def reward(completions: list[str], **kw: Any) -> list[float]:
+        return [(sum(map(ord, c)) % 11) / 10 for c in completions]  # dense, deterministic
+
+    args = loss_config(
+        loss,
+        output_dir=str(Path(cfg.out) / "trainer" / loss),
+        num_generations=G,
+        per_device_train_batch_size=cfg.prompts_per_step * G,
+        max_completion_length=cfg.completion_length,
+        generation_kwargs={"min_new_tokens": cfg.completion_length},
+        max_steps=cfg.steps,
+        learning_rate=1e-5,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        bf16=bf16,
+        use_cpu=cfg.device == "cpu",
+        disable_tqdm=True,
+        seed=cfg.seed,
+        gradient_checkpointing=False,
+    )
+    clock = _Clock()
+    steps: list[dict[str, float]] = []
+
+    class _Steps(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            clock.now = dict.fromkeys(PHASES, 0.0)
+            clock.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if cfg.device == "cuda":
+                torch.cuda.synchronize()
+            total = time.perf_counter() - clock.t0
+            row = dict(clock.now)
+            row["update"] = total - row["generation"] - row["rewards"] - row["logprob_passes"]
+            row["total"] = total
+            steps.append(row)
+
+    trainer = make_trainer(loss, model, reward, args, Dataset.from_list(prompts), tok)
+    trainer.add_callback(_Steps())
+    clock.wrap(trainer, "_generate", "generation")
+    clock.wrap(trainer, "_calculate_rewards", "rewards")
+    clock.wrap(trainer, "_get_per_token_logps_and_entropies", "logprob_passes", only_no_grad=True)
+    if cfg.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    lengths = [
+        h["completions/mean_length"]
+        for h in trainer.state.log_history
+        if "completions/mean_length" in h
+    ]
+    kept = steps[cfg.warmup :]
+    return {
+        "loss": loss,
+        **{f"{p}_s": statistics.median(r[p] for r in kept) for p in (*PHASES, "total")},
+        "peak_memory_mb": _peak_memory_mb(cfg.device),
+        "mean_completion_length": statistics.fmean(lengths) if lengths else float("nan"),
+        "steps_measured": len(kept),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def _worker(cfg: TrainerBenchConfig, loss: str) -> dict[str, Any]:
+    """``measure`` in a fresh Python process (its own peak memory, no shared caches)."""
+    code = (
+        "import json, sys\n"
+        "from adpo.experiments.trainer_bench import TrainerBenchConfig, measure\n"
+        "cfg = TrainerBenchConfig(**json.loads(sys.argv[1]))\n"
+        "print('ADPO_BENCH ' + json.dumps(measure(cfg, sys.argv[2])))\n"
+    )
+    fields = {**asdict(cfg), "quick": False}  # already applied
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(fields), loss],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+    )
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("ADPO_BENCH ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"trainer bench: {loss} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
+    return json.loads(lines[-1].removeprefix("ADPO_BENCH "))
+
+
+def run(cfg: TrainerBenchConfig) -> dict[str, Any]:
+    out = prepare_out(cfg.out)
+    rows = []
+    t0 = time.perf_counter()
+    with progress_bar() as bar:
+        job = bar.add_task("trainer bench", total=len(cfg.losses))
+        for loss in cfg.losses:
+            bar.update(job, description=f"trainer bench: {loss}")
+            rows.append(_worker(cfg, loss))
+            bar.advance(job)
+    base = next(r for r in rows if r["loss"] == "grpo")
+    for r in rows:
+        r["time_vs_grpo"] = r["total_s"] / base["total_s"]
+        r["memory_vs_grpo"] = r["peak_memory_mb"] / base["peak_memory_mb"]
+    summary = {
+        "rows": rows,
+        "config": asdict(cfg),
+        "command": command_line(),
+        "environment": environment(),
+        "load_average": os.getloadavg(),
+        "wall_s": time.perf_counter() - t0,
+    }
+    write_csv(out / "results.csv", rows)
+    write_json(out / "summary.json", summary)
+    _print(rows)
+    _plot(rows, out / "trainer_bench.png", cfg)
+    console.print(
+        f"wrote {out / 'results.csv'}, {out / 'summary.json'}, {out / 'trainer_bench.png'}"
+    )
+    return summary
+
+
+def _print(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    t = Table(title="time per optimizer step (median) and peak memory, vs TRL's GRPOTrainer")
+    for h in ("objective", "total s", *PHASES, "× GRPO time", "peak MB", "× GRPO memory"):
+        t.add_column(h, justify="right")
+    for r in rows:
+        t.add_row(
+            r["loss"],
+            f"{r['total_s']:.2f}",
+            *(f"{r[p + '_s']:.2f}" for p in PHASES),
+            f"{r['time_vs_grpo']:.3f}",
+            f"{r['peak_memory_mb']:.0f}",
+            f"{r['memory_vs_grpo']:.3f}",
+        )
+    console.print(t)
+
+
+def _plot(rows: list[dict[str, Any]], path: Path, cfg: TrainerBenchConfig) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    names = [r["loss"] for r in rows]
+    bottom = [0.0] * len(rows)
+    for i, p in enumerate(PHASES):
+        vals = [r[p + "_s"] for r in rows]
+        axes[0].bar(names, vals, bottom=bottom, label=p, color=f"C{i}")
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    axes[0].set_ylabel("s per optimizer step (median)")
+    axes[0].set_title(f"{cfg.device}: G={cfg.num_generations}, {cfg.completion_length} tokens")
+    axes[0].legend(frameon=False, fontsize=8)
+    axes[1].bar(names, [r["memory_vs_grpo"] for r in rows], color="0.5")
+    axes[1].axhline(1.0, color="k", lw=0.8)
+    axes[1].set_ylabel("peak memory / GRPOTrainer's")
+    axes[1].set_title("peak RSS" if cfg.device == "cpu" else "CUDA max allocated")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = tyro.cli(
+        TrainerBenchConfig,
+        args=argv,
+        prog="adpo bench trainer",
+        description=__doc__.split("\n\n")[0],
+    )
+    run(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

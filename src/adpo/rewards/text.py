@@ -1,0 +1,83 @@
+"""Text of completions and answers: the string helpers every reward shares.
+
+Pure functions on strings (no math-verify, no model), so :mod:`adpo.rewards.basic` and
+:mod:`adpo.rewards.math` both build on them without importing each other.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["completion_text", "extract_boxed", "extract_boxed_all", "normalize_answer"]
+
+
+def completion_text(completion: Any) -> str:
+    """The text of one completion: a string, or a list of chat messages (their contents joined).
+
+    TRL passes plain strings for plain prompts and ``[{"role": "assistant", "content": …}]``
+    for conversational ones.
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Sequence):
+        parts = []
+        for message in completion:
+            content = message.get("content", "") if isinstance(message, dict) else message
+            if isinstance(content, list):  # content blocks [{"type": "text", "text": …}]
+                content = "".join(b.get("text", "") for b in content if isinstance(b, dict))
+            parts.append(str(content))
+        return "".join(parts)
+    raise TypeError(
+        f"completion_text: a completion must be a string or a list of messages, got "
+        f"{type(completion).__name__}"
+    )
+
+
+_WS = re.compile(r"\s+")
+
+
+def normalize_answer(text: str) -> str:
+    """Normalise a short answer for string comparison.
+
+    Strips whitespace and surrounding ``$…$``, ``\\text{…}``, a trailing period; drops
+    thousands separators in plain numbers (``1,000`` → ``1000``); collapses inner
+    whitespace; lower-cases.
+    """
+    s = text.strip().rstrip(".").strip()
+    while len(s) >= 2 and s[0] == "$" and s[-1] == "$":
+        s = s[1:-1].strip()
+    m = re.fullmatch(r"\\text\{(.*)\}", s)
+    if m:
+        s = m.group(1).strip()
+    s = s.rstrip(".").strip()
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
+        s = s.replace(",", "")
+    return _WS.sub(" ", s).lower()
+
+
+def extract_boxed_all(text: str) -> list[str]:
+    """Contents of every ``\\boxed{…}`` (or ``\\fbox{…}``) in ``text``, braces balanced."""
+    out = []
+    i = 0
+    while True:
+        starts = [j for j in (text.find("\\boxed{", i), text.find("\\fbox{", i)) if j >= 0]
+        if not starts:
+            return out
+        j = min(starts)
+        k = text.index("{", j) + 1
+        depth, m = 1, k
+        while m < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[m], 0)
+            m += 1
+        if depth:  # unbalanced: no closing brace
+            return out
+        out.append(text[k : m - 1])
+        i = m
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{…}`` in ``text``, or None."""
+    boxes = extract_boxed_all(text)
+    return boxes[-1] if boxes else None

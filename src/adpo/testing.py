@@ -1,0 +1,100 @@
+"""Download-free building blocks for demos, benchmarks and tests: a tokenizer and a model.
+
+Nothing in the library's core layers (losses … trainers) imports this module; the
+experiments, the CLI's embedded defaults, the verl task and the tests do. The generated
+task that goes with them is :class:`adpo.data.arithmetic.ArithmeticTask`.
+
+* :func:`char_tokenizer` — a real Hugging Face fast tokenizer (``PreTrainedTokenizerFast``)
+  over a fixed character set, with pad/bos/eos tokens and a minimal chat template, so
+  TRL, ``datasets`` and ``save_pretrained`` treat it like any other tokenizer.
+* :func:`tiny_qwen3` — a Qwen3-architecture causal LM built from a config (no weights
+  downloaded), small enough to train on a laptop CPU.
+
+Requires the ``hf`` extra (``transformers``, ``tokenizers``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["CHARSET", "char_tokenizer", "tiny_qwen3"]
+
+#: every character the tiny tokenizer knows (digits, operators, a little text)
+CHARSET = "0123456789+-*=()?., abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ:;!\n#\\{}_^/"
+
+_SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
+_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+def char_tokenizer(charset: str = CHARSET):
+    """A character-level ``PreTrainedTokenizerFast`` (one token per character).
+
+    Ids: ``<pad>=0, <bos>=1, <eos>=2, <unk>=3``, then ``charset`` in order. Unknown
+    characters map to ``<unk>``. Padding side is left (what generation wants); the
+    tokenizer adds no special tokens on its own.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = list(dict.fromkeys(charset))
+    vocab = {tok: i for i, tok in enumerate([*_SPECIALS, *chars])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        padding_side="left",
+        model_max_length=512,
+    )
+    hf.chat_template = _CHAT_TEMPLATE
+    return hf
+
+
+def tiny_qwen3(
+    vocab_size: int,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int | None = None,
+    max_position_embeddings: int = 256,
+    pad_token_id: int = 0,
+    bos_token_id: int = 1,
+    eos_token_id: int = 2,
+    seed: int = 0,
+):
+    """A randomly initialised ``Qwen3ForCausalLM`` built from a config (float32)."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    if hidden_size % num_heads:
+        raise ValueError(
+            f"tiny_qwen3: hidden_size {hidden_size} is not divisible by num_heads {num_heads}"
+        )
+    config = Qwen3Config(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or 4 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        head_dim=hidden_size // num_heads,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True,
+        pad_token_id=pad_token_id,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        use_cache=True,
+    )
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config)
+    model.generation_config.pad_token_id = pad_token_id
+    model.generation_config.eos_token_id = eos_token_id
+    model.generation_config.bos_token_id = bos_token_id
+    return model

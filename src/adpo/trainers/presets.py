@@ -1,0 +1,134 @@
+"""One name per objective, each with its paper's standard settings: runs compare on equal terms.
+
+Same generation, batching and reward code for every objective; only the loss differs.
+
+==========  ===============================================================================
+``adpo-pl`` :class:`~adpo.trainers.ADPOTrainer`, Plackett–Luce target (the ADPO paper's LLM
+            setting: τ 0.8)
+``adpo``    :class:`~adpo.trainers.ADPOTrainer`, softmax target (τ 0.8, β_r 0.5)
+``opo``     :class:`~adpo.trainers.OPOTrainer` (α 0.4, μ 1.0)
+``grpo``    TRL ``GRPOTrainer``, ``loss_type="grpo"``: PPO-clip ε 0.2, per-sequence token
+            mean, group-std advantages, no KL (β 0)
+``gspo``    TRL ``GRPOTrainer``, sequence-level ratio (``importance_sampling_level=
+            "sequence"``), ε 3e-4 / 4e-4, ``loss_type="grpo"`` (TRL's GSPO recipe)
+``dapo``    TRL ``GRPOTrainer``, ``loss_type="dapo"`` (token-level sum over the batch),
+            clip-higher ε 0.2 / 0.28, overlong filtering (``mask_truncated_completions``).
+            DAPO's dynamic sampling (re-drawing zero-signal groups) is not in TRL and
+            not here.
+==========  ===============================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, get_args
+
+__all__ = ["LOSSES", "Loss", "loss_config", "make_trainer"]
+
+#: an objective's name: ``adpo train --loss``, the demo and the benchmarks take these
+Loss = Literal["adpo-pl", "adpo", "opo", "grpo", "gspo", "dapo"]
+#: every objective, in the order tables list them
+LOSSES: tuple[str, ...] = get_args(Loss)
+
+# each preset: (config class name, the paper's standard settings)
+_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "adpo-pl": ("ADPOConfig", {"target": "plackett_luce", "tau": 0.8}),
+    "adpo": ("ADPOConfig", {"target": "softmax", "tau": 0.8, "target_beta": 0.5}),
+    "opo": ("OPOConfig", {"alpha": 0.4, "mu": 1.0}),
+    "grpo": ("GRPOConfig", {"loss_type": "grpo", "epsilon": 0.2, "beta": 0.0}),
+    "gspo": (
+        "GRPOConfig",
+        {
+            "loss_type": "grpo",
+            "importance_sampling_level": "sequence",
+            "epsilon": 3e-4,
+            "epsilon_high": 4e-4,
+            "beta": 0.0,
+        },
+    ),
+    "dapo": (
+        "GRPOConfig",
+        {
+            "loss_type": "dapo",
+            "epsilon": 0.2,
+            "epsilon_high": 0.28,
+            "mask_truncated_completions": True,
+            "beta": 0.0,
+        },
+    ),
+}
+
+
+def _config_class(name: str) -> type:
+    if name == "GRPOConfig":
+        from trl import GRPOConfig
+
+        return GRPOConfig
+    from adpo.trainers import online
+
+    return getattr(online, name)
+
+
+def loss_config(loss: str, **overrides: Any):
+    """The TRL config of objective ``loss`` (one of :data:`LOSSES`), preset then ``overrides``.
+
+    Raises:
+        ValueError: unknown ``loss``, or an override that is not a field of the config
+            class (named in the message).
+    """
+    if loss not in _PRESETS:
+        raise ValueError(f"loss_config: `loss` must be one of {LOSSES}, got {loss!r}")
+    cls_name, preset = _PRESETS[loss]
+    cls = _config_class(cls_name)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(
+            f"loss_config: {unknown} are not fields of {cls_name} (loss {loss!r}); check the "
+            "spelling, or whether the option belongs to another objective"
+        )
+    return cls(**{**preset, **overrides})
+
+
+def make_trainer(
+    loss: str,
+    model: Any,
+    reward_funcs: Any,
+    args: Any,
+    train_dataset: Any,
+    processing_class: Any = None,
+    *,
+    ref_model: Any = None,
+    callbacks: list | None = None,
+    eval_dataset: Any = None,
+    peft_config: Any = None,
+):
+    """The trainer of objective ``loss`` with config ``args`` (from :func:`loss_config`).
+
+    GRPO/GSPO/DAPO use TRL's own ``GRPOTrainer``; their callable rewards are wrapped in
+    :func:`adpo.rewards.guard_reward` as ADPO/OPO's are (a failing sample gets no reward
+    instead of stopping the run).
+    """
+    from trl import GRPOTrainer
+
+    from adpo.rewards import guard_reward_funcs
+    from adpo.trainers.online import ADPOTrainer, OPOTrainer
+
+    if loss not in _PRESETS:
+        raise ValueError(f"make_trainer: `loss` must be one of {LOSSES}, got {loss!r}")
+    common = dict(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processing_class,
+        callbacks=callbacks,
+        peft_config=peft_config,
+    )
+    if loss in ("adpo-pl", "adpo"):
+        return ADPOTrainer(**common, ref_model=ref_model)
+    if loss == "opo":
+        return OPOTrainer(**common, ref_model=ref_model)
+    common["reward_funcs"] = guard_reward_funcs(reward_funcs)
+    return GRPOTrainer(**common)
