@@ -283,6 +283,18 @@ def test_run_time_refuses_split_groups():
         call("adpo_pl", old[:10], new[:10], adv[:10], mask[:10], cfg)
 
 
+@pytest.mark.parametrize("mode, prefix", [("adpo_pl", "adpo"), ("orthogonalized_po", "opo")])
+def test_groups_checked_metric_counts_the_verified_groups(mode, prefix):
+    """The run-time check reports what it verified: B groups, or 0 when it is switched off."""
+    B, G = 3, 4
+    old, new, adv, mask, _ = verl_batch(B, G, seed=9)
+    _, metrics = call(mode, old, new, adv, mask, actor_config(G, loss_mode=mode))
+    assert metrics[f"actor/{prefix}/groups_checked"] == B
+    off = actor_config(G, loss_mode=mode, check_groups=False)
+    _, metrics = call(mode, old, new, adv, mask, off)
+    assert metrics[f"actor/{prefix}/groups_checked"] == 0.0
+
+
 def test_run_time_refuses_non_broadcast_advantages_and_is_weights():
     B, G = 2, 4
     old, new, adv, mask, _ = verl_batch(B, G, seed=8)
