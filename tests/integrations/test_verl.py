@@ -10,6 +10,7 @@ Shapes: ``B`` prompts, ``G`` responses per prompt, ``T`` tokens, ``bs = B·G``.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -608,9 +609,11 @@ def test_tiny_task_files(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
-    from adpo.integrations.verl.tasks import DATA_SOURCE, write_tiny_task
+    from adpo.integrations.verl.tasks import DATA_SOURCE, chat_prompt, write_tiny_task
 
-    paths = write_tiny_task(tmp_path, n_train=12, n_test=4)
+    paths = write_tiny_task(tmp_path, n_train=12, n_test=4, warm_start_steps=3)
+    warm = json.loads(paths["warm_start"].read_text())
+    assert warm["steps"] == 3 and warm["sft_loss_last"] < warm["sft_loss_first"]
     df = pd.read_parquet(paths["train"])
     assert len(df) == 12 and set(df.columns) >= {"data_source", "prompt", "reward_model"}
     row = df.iloc[0]
@@ -623,6 +626,8 @@ def test_tiny_task_files(tmp_path):
     assert score(DATA_SOURCE, answer, answer) == 1.0
     assert score(DATA_SOURCE, "x", answer) == 0.0
     tok = AutoTokenizer.from_pretrained(paths["model"])
+    # the warm start saw the prompt exactly as verl renders it (chat template, generation prompt)
+    assert chat_prompt(tok, "3+4=") == "user: 3+4=\nassistant: "
     model = AutoModelForCausalLM.from_pretrained(paths["model"])
     ids = tok(row["prompt"][0]["content"], return_tensors="pt").input_ids
     assert model(ids).logits.shape[-1] == len(tok)

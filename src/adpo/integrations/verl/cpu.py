@@ -34,18 +34,30 @@ test_verl_cpu.py::test_verl_seams`` fails with the name when one moves):
   registry read by ``get_rollout_replica_class``: :class:`HFReplica`, which starts one
   :class:`HFServer` Ray actor per replica (named ``adpo_hf_server_<replica_rank>``).
 * ``verl.workers.rollout.base.BaseRollout``, ``verl.workers.rollout.replica.RolloutReplica``
-  and ``TokenOutput`` — base classes / return type of the two rollout classes.
+  and ``TokenOutput`` — base classes / return type of the two rollout classes; the
+  keywords ``verl.workers.rollout.llm_server`` passes to ``server.generate.remote`` and the
+  server methods ``RolloutReplica`` calls (``wake_up``, ``sleep``, ``clear_kv_cache``, …)
+  are what :class:`HFServer` implements.
+* environment variables verl reads: ``VERL_PLATFORM`` (``verl.plugin.platform``),
+  ``VERL_USE_EXTERNAL_MODULES`` (``verl/__init__.py``), ``VERL_ENGINE_DEVICE``
+  (``verl.workers.engine.base``).
+
+:data:`SEAMS` and :data:`ENV_SEAMS` list the same names for the seam test, which also checks
+that verl is :data:`VERL_VERSION`.
 
 Settings that need no code (the launcher's ``--cpu`` adds them, :data:`CPU_OVERRIDES`):
 ``VERL_ENGINE_DEVICE=cuda`` (no engine is registered for ``device="cpu"``; this selects the
 FSDP engine, which then places tensors with ``get_device_name()``, i.e. on CPU), ``num_gpus=1``
 / ``num_cpus=8`` logical Ray resources, ``attn_implementation=sdpa`` (verl forces
 FlashAttention), ``strategy=fsdp2`` (FSDP1 refuses CPU parameters with
-``sync_module_states=True``) and ``rollout.name=hf``.
+``sync_module_states=True``) and ``rollout.name=hf``; and, for speed only, one reward worker
+and one agent-loop worker instead of verl's 8 each (every one is a Python process importing
+torch and verl) and no Ray dashboard.
 
-Set ``ADPO_VERL_ROLLOUT_LOG=FILE`` to have each :class:`HFServer` append one JSON line per
-weight sync (step, tensors received, a weight fingerprint, requests served since the last
-sync): the evidence that the rollout generates with the trainer's updated weights.
+Set ``+actor_rollout_ref.rollout.custom.adpo_rollout_log=FILE`` (or the environment
+variable ``ADPO_VERL_ROLLOUT_LOG=FILE``) to have each :class:`HFServer` append one JSON line
+per weight sync (step, tensors received, a weight :func:`fingerprint`, requests served since
+the last sync): the evidence that the rollout generates with the trainer's updated weights.
 """
 
 from __future__ import annotations
@@ -63,16 +75,53 @@ __all__ = [
     "CPU_DEVICE",
     "CPU_OVERRIDES",
     "ENV",
+    "ENV_SEAMS",
+    "PLATFORM",
+    "ROLLOUT",
+    "SEAMS",
+    "VERL_VERSION",
     "HFReplica",
     "HFServer",
     "HFServerAdapter",
-    "PLATFORM",
     "PlatformCPU",
-    "ROLLOUT",
     "fingerprint",
     "register",
+    "rollout_log_path",
     "server_name",
 ]
+
+#: the verl release every name below was checked against (the ``verl`` extra pins it)
+VERL_VERSION = "0.9.1"
+#: ``(dotted name, why)`` for every verl name this module touches (module doc)
+SEAMS: tuple[tuple[str, str], ...] = (
+    ("verl.plugin.platform.PlatformRegistry.register", "registers PlatformCPU as 'cpu'"),
+    ("verl.plugin.platform.PlatformRegistry.get", "idempotent registration"),
+    ("verl.plugin.platform.PlatformBase", "base class of PlatformCPU"),
+    ("verl.plugin.platform.get_platform", "is our platform the active one"),
+    ("verl.plugin.platform.set_platform", "select PlatformCPU if resolved before registering"),
+    (
+        "verl.utils.distributed.initialize_global_process_group_ray",
+        "runtime patch: backend='gloo' on our platform",
+    ),
+    (
+        "verl.workers.engine_workers.initialize_global_process_group_ray",
+        "imported there by name: patched there too",
+    ),
+    ("verl.workers.rollout.base._ROLLOUT_REGISTRY", "private: ('hf', 'async') -> HFServerAdapter"),
+    ("verl.workers.rollout.base.get_rollout_class", "reads _ROLLOUT_REGISTRY"),
+    ("verl.workers.rollout.base.BaseRollout", "base class of HFServerAdapter"),
+    ("verl.workers.rollout.replica.RolloutReplicaRegistry.register", "registers HFReplica"),
+    ("verl.workers.rollout.replica.get_rollout_replica_class", "reads RolloutReplicaRegistry"),
+    ("verl.workers.rollout.replica.RolloutReplica", "base class of HFReplica"),
+    ("verl.workers.rollout.replica.TokenOutput", "return type of HFServer.generate"),
+    ("verl.workers.rollout.llm_server", "calls HFServer.generate with its keywords"),
+)
+#: environment variables verl reads, and the module that reads each
+ENV_SEAMS: tuple[tuple[str, str], ...] = (
+    ("VERL_PLATFORM", "verl.plugin.platform.platform_manager"),
+    ("VERL_USE_EXTERNAL_MODULES", "verl"),
+    ("VERL_ENGINE_DEVICE", "verl.workers.engine.base"),
+)
 
 #: ``VERL_PLATFORM`` value and ``rollout.name`` this module registers
 PLATFORM = "cpu"
@@ -96,8 +145,11 @@ CPU_OVERRIDES = [
     "actor_rollout_ref.ref.strategy=fsdp2",
     f"actor_rollout_ref.rollout.name={ROLLOUT}",
     "actor_rollout_ref.rollout.agent.num_workers=1",
+    "reward.num_workers=1",
+    "+ray_kwargs.ray_init.include_dashboard=false",
 ]
 _LOG_ENV = "ADPO_VERL_ROLLOUT_LOG"
+_LOG_KEY = "adpo_rollout_log"
 
 
 # ----------------------------------------------------------------------------- platform
@@ -283,6 +335,17 @@ def _field(cfg: Any, key: str) -> Any:
     return getter(key) if callable(getter) else getattr(cfg, key, None)
 
 
+def rollout_log_path(config: Any) -> str | None:
+    """Where :class:`HFServer` logs weight syncs: ``rollout.custom.adpo_rollout_log``, else
+    ``$ADPO_VERL_ROLLOUT_LOG``, else nowhere (None).
+
+    The config key is per run; the variable reaches Ray workers only if it is set before
+    Ray starts, so runs that share one Ray session tell their logs apart with the key.
+    """
+    custom = _field(config, "custom") or {}
+    return _field(custom, _LOG_KEY) or os.environ.get(_LOG_ENV) or None
+
+
 class HFServer:
     """Ray actor holding an HF causal LM that serves verl's token-in/token-out ``generate``.
 
@@ -383,7 +446,7 @@ class HFServer:
             "served_since_last_sync": self.served,
         }
         self.served = 0
-        path = os.environ.get(_LOG_ENV)
+        path = rollout_log_path(self.config)
         if path:
             with open(path, "a") as f:
                 f.write(json.dumps(record) + "\n")
