@@ -183,6 +183,10 @@ def _make_device_module() -> types.ModuleType:
     mod.empty_cache = _noop
     mod.manual_seed = torch.manual_seed
     mod.manual_seed_all = torch.manual_seed
+    # verl's checkpoint loader restores the "device" RNG state under get_device_name(),
+    # i.e. "cpu": the host generator's state, which it saved under that key
+    mod.get_rng_state = torch.get_rng_state
+    mod.set_rng_state = torch.set_rng_state
     mod.mem_get_info = _mem_get_info
     for name in (
         "memory_allocated",
