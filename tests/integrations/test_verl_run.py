@@ -200,15 +200,22 @@ def test_group_validation_ran_and_passed(runs, name):
 @pytest.mark.parametrize("name", sorted(TRAINED))
 def test_rewards_differ_within_groups_and_gradients_flow(runs, name):
     """The warm-started tiny model gives partial-credit rewards that differ within groups,
-    so every update has a non-zero gradient (an untrained one gives mostly all-zero groups)."""
+    so every update has a non-zero gradient.
+
+    Thresholds from measurements: the untrained model ran past the 8-token limit in 95% of
+    responses and left 14–16 of 16 groups without a reward difference (zero_signal_frac
+    0.875–1.0); the warm-started one stops (0% clipped) and leaves 6–8 of 16 (0.375–0.5).
+    0.75 separates the two with room for sampling noise.
+    """
     root, _ = runs
     prefix = TRAINED[name]
     for m in step_metrics(root, name):
         d = m["data"]
         assert d["critic/score/max"] > d["critic/score/min"], d
+        assert d["response_length/clip_ratio"] < 0.5, d
         assert d["actor/grad_norm"] > 0, d
         if prefix is not None:
-            assert d[f"actor/{prefix}/zero_signal_frac"] < 1.0
+            assert d[f"actor/{prefix}/zero_signal_frac"] <= 0.75, d
 
 
 @pytest.mark.parametrize("name", sorted(TRAINED))

@@ -20,7 +20,9 @@ test_verl_cpu.py::test_verl_seams`` fails with the name when one moves):
   ``ResourcePoolManager``, which always asks for GPUs, gets the logical GPUs declared with
   ``ray_kwargs.ray_init.num_gpus``). Its ``device_module`` is :data:`CPU_DEVICE`, whose
   ``current_device()`` is ``"cpu"`` because verl hands ``get_device_id()`` to torch as a
-  device.
+  device. :class:`PlatformCPU` subclasses ``verl.plugin.platform.PlatformBase``;
+  ``get_platform``/``set_platform`` select it when verl resolved its platform before this
+  module registered (``PlatformRegistry.get`` keeps registration idempotent).
 * ``verl.utils.distributed.initialize_global_process_group_ray`` — **runtime patch** (the
   only one): verl builds ``backend=f"cpu:gloo,{device}:{backend}"``, which on CPU is
   ``"cpu:gloo,cpu:gloo"`` and torch refuses as a duplicate. :func:`_gloo_process_group`
@@ -320,16 +322,20 @@ def server_name(replica_rank: int) -> str:
 
 
 def fingerprint(tensors: dict[str, torch.Tensor]) -> float:
-    """A weight fingerprint: ``Σ_name Σ |w|·(1 + i/n)`` in float64 over sorted names.
+    """A weight fingerprint: ``Σ_i (1 + i/n) Σ_j |w_ij|·(1 + j/m_i)`` in float64, over the
+    ``n`` tensors in sorted-name order and the ``m_i`` entries of each, flattened.
 
-    Equal state dicts give equal values; any update of a parameter changes it (with
-    probability 1), which is all the tests need.
+    Equal state dicts give equal values, whatever the insertion order; a gradient update
+    changes it (with probability 1), and so does moving values between positions or
+    tensors, which an unweighted ``Σ|w|`` would miss. Not a hash: a test signal only.
     """
     names = sorted(tensors)
     n = max(len(names), 1)
     total = 0.0
     for i, name in enumerate(names):
-        total += float(tensors[name].detach().double().abs().sum()) * (1.0 + i / n)
+        w = tensors[name].detach().reshape(-1).double().abs()  # (m_i,)
+        pos = torch.linspace(1.0, 2.0, w.numel(), dtype=torch.float64) if w.numel() > 1 else 1.0
+        total += float((w * pos).sum()) * (1.0 + i / n)
     return total
 
 
