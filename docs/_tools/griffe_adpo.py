@@ -14,6 +14,8 @@ sits next to. Three things would otherwise render badly or not at all:
   (Google-style parsing would otherwise read ``text:`` + indented lines as a section).
 * **``#:`` comments** right above a module-level assignment become its docstring, as
   Sphinx's autodoc reads them.
+* **TRL-style parameters**, ``name (`str`, defaults to `"x"`):``, become
+  ``name (str):`` (the rendered signature shows the default).
 * **Lazy exports**: ``adpo.trainers`` exports its names through ``__getattr__`` (so it
   imports without TRL); the ``_EXPORTS`` table is read here and turned into aliases, so
   ``adpo.trainers.ADPOTrainer`` is documented at the path users import it from.
@@ -30,6 +32,8 @@ import griffe
 logger = griffe.get_logger("griffe_adpo")
 
 ROLE = re.compile(r":(?:py:)?(class|func|mod|meth|attr|data|exc|obj|const):`(!?~?)([^`<]+?)`")
+# TRL's docstring style, ``name (`type`, defaults to `value`):``; the signature has the default
+PARAM = re.compile(r"^(?P<lead>[ \t]+\w+) \(`(?P<type>[^`]+)`(?:, defaults to `[^`]*`)?\):", re.M)
 DIRECTIVE = re.compile(r"^:::\s+(\S+)\s*\n((?:[ \t]+\S.*\n?)*)", re.M)
 # "Example::", a blank line, then an indented block (reST's literal block)
 LITERAL = re.compile(r"(?<=\S)::[ \t]*\n[ \t]*\n((?:(?:[ \t]+\S[^\n]*)?\n)*(?:[ \t]+\S[^\n]*))")
@@ -165,6 +169,7 @@ class AdpoDocstrings(griffe.Extension):
     # ------------------------------------------------------------------ rewriting
     def _rewrite(self, obj, text: str, rendered: dict[str, str]) -> str:
         text = LITERAL.sub(_fence, text)
+        text = PARAM.sub(lambda m: f"{m.group('lead')} ({m.group('type')}):", text)
 
         def role(m: re.Match) -> str:
             kind, flags, target = m.group(1), m.group(2), m.group(3).strip()
