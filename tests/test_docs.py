@@ -316,3 +316,19 @@ def test_site_builds_strictly_and_its_links_resolve(tmp_path):
     assert importlib.import_module("adpo").__version__ in (site / "index.html").read_text(
         encoding="utf-8"
     )
+
+
+def test_block_extraction_reads_skip_markers_and_indented_fences(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# t\n\n```python\nx = 1\n```\n\n"
+        "<!-- docs-test: skip (needs a CUDA GPU) -->\n```python\nimport cuda_only\n```\n\n"
+        "* a list item:\n\n  ```python\n  y = 2\n  ```\n\n```bash\nnot python\n```\n"
+    )
+    blocks = _blocks(page)
+    assert [(code.strip(), reason) for _, code, reason in blocks] == [
+        ("x = 1", None),
+        ("import cuda_only", "needs a CUDA GPU"),
+        ("y = 2", None),
+    ]
+    assert [line for line, _, _ in blocks] == [3, 8, 14]
