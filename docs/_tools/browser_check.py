@@ -125,8 +125,11 @@ def run(site: Path, shots: Path) -> list[str]:
             check(heading.count() == 1, "adpo.losses.adpo_loss has an entry")
             sig = page.locator(".doc-signature").all_inner_texts()
             check(any("adpo_loss(" in s and "tau" in s for s in sig), "its signature is rendered")
-            heading.scroll_into_view_if_needed()
-            page.evaluate("window.scrollBy(0, -90)")  # below the sticky header
+            # its heading just below the sticky header
+            heading.evaluate(
+                "el => window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY - 70)"
+            )
+            page.wait_for_timeout(800)  # the header's title transition
             page.screenshot(path=str(shots / "api-losses.png"))
             link = page.locator("a.autorefs-internal[href$='#adpo.losses.LossOutput']").first
             check(link.count() == 1, "a docstring cross-reference to LossOutput exists")
@@ -142,6 +145,7 @@ def run(site: Path, shots: Path) -> list[str]:
             img = page.locator("img[src$='winmass_heatmap.png']").first
             img.scroll_into_view_if_needed()
             page.evaluate("window.scrollBy(0, -90)")
+            page.wait_for_timeout(800)
             width = page.evaluate("(el) => el.naturalWidth", img.element_handle())
             check(width > 100, f"bandits heat-map is shown ({width} px wide)")
             page.screenshot(path=str(shots / "results-bandits.png"))
