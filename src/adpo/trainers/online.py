@@ -252,11 +252,20 @@ class ADPOConfig(AnchoredGroupConfig):
             authors' earlier trainer: one τ per prompt,
             ``clip(tau·(1 + a·H̄ + b·(1 − H̄)·(1 − R̄)), tau_min, tau_max)`` with the group's
             policy entropy H̄ and mean reward R̄, which it expects in [0, 1]).
-        tau_min, tau_max, tau_sigma_r, tau_momentum:
-            Parameters of the guarded schedule (``tau_min``/``tau_max`` also bound the
-            entropy-reward schedule).
-        tau_entropy_coef, tau_wrong_coef:
-            ``a`` and ``b`` of the entropy-reward schedule (the authors' 0.2 and 0.5).
+        tau_min (`float`, defaults to `0.2`):
+            Guarded schedule: the lowest τ (also the lower bound of the entropy-reward
+            schedule).
+        tau_max (`float`, defaults to `1.5`):
+            Guarded schedule: the highest τ (also the upper bound of the entropy-reward
+            schedule).
+        tau_sigma_r (`float`, defaults to `0.1`):
+            Guarded schedule: the reward scale σ_R in ``tanh((R̄ − b)/σ_R)``.
+        tau_momentum (`float`, defaults to `0.9`):
+            Guarded schedule: momentum of the EMA reward baseline ``b``.
+        tau_entropy_coef (`float`, defaults to `0.2`):
+            ``a`` of the entropy-reward schedule (the authors' 0.2).
+        tau_wrong_coef (`float`, defaults to `0.5`):
+            ``b`` of the entropy-reward schedule (the authors' 0.5).
         tau_length_norm (`str`, defaults to `"mean"`):
             How the schedules' policy entropy over a group scores a candidate: its token-mean
             log-prob (``"mean"``) or its sequence log-prob (``"sum"``); see
