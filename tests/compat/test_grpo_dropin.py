@@ -8,7 +8,6 @@ Everything runs on a 1-layer Qwen3 (or Qwen3-MoE) with a character tokenizer; no
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 from pathlib import Path
 
@@ -17,14 +16,13 @@ import torch
 from datasets import Dataset
 
 from adpo.testing import char_tokenizer, tiny_qwen3
-from adpo.trainers import ADPOConfig, ADPOTrainer, OPOConfig, OPOTrainer
-from adpo.trainers import grpo_fields
+from adpo.trainers import ADPOConfig, ADPOTrainer, OPOConfig, OPOTrainer, grpo_fields
 from adpo.trainers.online import aggregate_rewards
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 
 PAIRS = {"adpo": (ADPOConfig, ADPOTrainer), "opo": (OPOConfig, OPOTrainer)}
-README = Path(__file__).resolve().parents[2] / "README.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guides" / "grpo-to-adpo.md"
 
 
 @pytest.fixture(autouse=True)
@@ -161,8 +159,8 @@ def test_grpo_defaults_and_legacy_spellings_are_accepted(tmp_path):
         Config(**_args(tmp_path, scale_rewards=True))  # TRL's legacy spelling of "group"
 
 
-def test_the_readme_shows_the_generated_field_table():
-    assert grpo_fields.markdown_table() in README.read_text()
+def test_the_grpo_guide_shows_the_generated_field_table():
+    assert grpo_fields.markdown_table() in GUIDE.read_text()
 
 
 @pytest.mark.parametrize("kind", ["adpo", "opo"])
@@ -456,3 +454,71 @@ def test_environment_rollouts_keep_whole_groups_and_their_env_mask(tmp_path, kin
     for b in seen:
         assert b["tool_mask"][:, 2:4].sum() == 0 and b["tool_mask"][:, [0, 1, 4]].all()
     assert _logged(tr, "completions/mean_length")[0] == 3.0  # model tokens only
+
+
+_TOOL_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {% if m.get('tool_calls') %}"
+    "{% for c in m['tool_calls'] %}call {{ c['function']['name'] }} "
+    "{{ c['function']['arguments'] | tojson }}{% endfor %}{% else %}{{ m['content'] }}"
+    "{% endif %}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers.
+
+    Args:
+        a: the first integer
+        b: the second integer
+    """
+    return a + b
+
+
+@pytest.mark.parametrize("kind", ["adpo", "opo"])
+def test_multi_turn_tool_rollouts_keep_whole_groups_and_mask_tool_output(
+    tmp_path, kind, monkeypatch
+):
+    """TRL's own tool loop (``tools=[add]``): the model's first turn is parsed as a call of
+    ``add`` (a stand-in for a model that has learnt the call syntax), TRL runs the tool,
+    appends its result and generates the next turn; the tool's tokens must reach the loss
+    masked, and every micro-batch must still hold whole groups."""
+    import trl.trainer.grpo_trainer as grpo
+
+    tok = char_tokenizer()
+    tok.chat_template = _TOOL_TEMPLATE
+    tok.response_schema = {"type": "object"}  # parsing is the stand-in below
+
+    def parse(tokenizer, ids, prefix=None, tools=None):
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        if "tool: " in tokenizer.decode(prefix or [], skip_special_tokens=True):
+            return {"role": "assistant", "content": text}  # the turn after the tool
+        call = {"type": "function", "function": {"name": "add", "arguments": {"a": 1, "b": 2}}}
+        return {"role": "assistant", "content": "", "tool_calls": [call]}
+
+    monkeypatch.setattr(grpo, "parse_response", parse)
+    tr = _trainer(kind, tmp_path, tok=tok, tools=[add], rows=Dataset.from_list(_rows(conversational=True)),
+                  max_completion_length=40, generation_kwargs={"max_new_tokens": 3})  # fmt: skip
+    seen = _spy_loss_inputs(tr)
+    tr.train()
+    assert [
+        h["tools/call_frequency"] for h in tr.state.log_history if "tools/call_frequency" in h
+    ] == [1.0, 1.0]
+    for b in seen:
+        gid = b["group_index"].view(-1, 4)
+        assert (gid == gid[:, :1]).all()
+        off = (b["tool_mask"] == 0) & (b["completion_mask"] == 1)
+        for ids, o in zip(b["completion_ids"], off, strict=True):  # the tool's turn, masked
+            assert tok.decode(ids[o]).startswith("tool: 3")
+        model_tokens = (b["tool_mask"] == 1) & (b["completion_mask"] == 1)
+        n = model_tokens.sum(-1)
+        assert (
+            (n >= 2) & (n <= 6)
+        ).all()  # two model turns of ≤ 3 tokens (EOS may end one) stay in
+    # and they are out of the loss: moving the anchor there changes nothing
+    b = dict(seen[-1])
+    tr.current_gradient_accumulation_steps = 1
+    b["anchor_per_token_logps"] = torch.full(b["completion_ids"].shape, -3.0)
+    loss = tr.compute_loss(tr.model, b)
+    moved = dict(b)
+    moved["anchor_per_token_logps"] = b["anchor_per_token_logps"] + 2.0 * (b["tool_mask"] == 0)
+    torch.testing.assert_close(tr.compute_loss(tr.model, moved), loss)
