@@ -411,7 +411,11 @@ def _plot(rows: list[dict[str, Any]], path: Path, cfg: TrainerBenchConfig) -> No
         vals = [r[p + "_s"] for r in rows]
         axes[0].bar(names, vals, bottom=bottom, label=p, color=f"C{i}")
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    axes[0].set_ylabel("s per optimizer step (median)")
+    if any("total_s_round_min" in r for r in rows):  # the spread of one trainer over rounds
+        lo = [r["total_s"] - r.get("total_s_round_min", r["total_s"]) for r in rows]
+        hi = [r.get("total_s_round_max", r["total_s"]) - r["total_s"] for r in rows]
+        axes[0].errorbar(names, bottom, yerr=[lo, hi], fmt="none", ecolor="k", capsize=3, lw=0.8)
+    axes[0].set_ylabel("s per step (median; bars: rounds)")
     axes[0].set_title(f"{cfg.device}: G={cfg.num_generations}, {cfg.completion_length} tokens")
     axes[0].legend(frameon=False, fontsize=8)
     axes[1].bar(names, [r["memory_vs_grpo"] for r in rows], color="0.5")
