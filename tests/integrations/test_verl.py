@@ -10,6 +10,7 @@ Shapes: ``B`` prompts, ``G`` responses per prompt, ``T`` tokens, ``bs = B·G``.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -281,6 +282,18 @@ def test_run_time_refuses_split_groups():
         call("adpo_pl", old[perm], new[perm], adv[perm], mask[perm], cfg)
     with pytest.raises(ValueError, match="not a positive multiple of the group size 4"):
         call("adpo_pl", old[:10], new[:10], adv[:10], mask[:10], cfg)
+
+
+@pytest.mark.parametrize("mode, prefix", [("adpo_pl", "adpo"), ("orthogonalized_po", "opo")])
+def test_groups_checked_metric_counts_the_verified_groups(mode, prefix):
+    """The run-time check reports what it verified: B groups, or 0 when it is switched off."""
+    B, G = 3, 4
+    old, new, adv, mask, _ = verl_batch(B, G, seed=9)
+    _, metrics = call(mode, old, new, adv, mask, actor_config(G, loss_mode=mode))
+    assert metrics[f"actor/{prefix}/groups_checked"] == B
+    off = actor_config(G, loss_mode=mode, check_groups=False)
+    _, metrics = call(mode, old, new, adv, mask, off)
+    assert metrics[f"actor/{prefix}/groups_checked"] == 0.0
 
 
 def test_run_time_refuses_non_broadcast_advantages_and_is_weights():
@@ -596,9 +609,11 @@ def test_tiny_task_files(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
-    from adpo.integrations.verl.tasks import DATA_SOURCE, write_tiny_task
+    from adpo.integrations.verl.tasks import DATA_SOURCE, chat_prompt, write_tiny_task
 
-    paths = write_tiny_task(tmp_path, n_train=12, n_test=4)
+    paths = write_tiny_task(tmp_path, n_train=12, n_test=4, warm_start_steps=3)
+    warm = json.loads(paths["warm_start"].read_text())
+    assert warm["steps"] == 3 and warm["sft_loss_last"] < warm["sft_loss_first"]
     df = pd.read_parquet(paths["train"])
     assert len(df) == 12 and set(df.columns) >= {"data_source", "prompt", "reward_model"}
     row = df.iloc[0]
@@ -611,6 +626,8 @@ def test_tiny_task_files(tmp_path):
     assert score(DATA_SOURCE, answer, answer) == 1.0
     assert score(DATA_SOURCE, "x", answer) == 0.0
     tok = AutoTokenizer.from_pretrained(paths["model"])
+    # the warm start saw the prompt exactly as verl renders it (chat template, generation prompt)
+    assert chat_prompt(tok, "3+4=") == "user: 3+4=\nassistant: "
     model = AutoModelForCausalLM.from_pretrained(paths["model"])
     ids = tok(row["prompt"][0]["content"], return_tensors="pt").input_ids
     assert model(ids).logits.shape[-1] == len(tok)

@@ -19,11 +19,16 @@ The config file is a Hydra primary config that extends verl's ``ppo_trainer.yaml
 4. runs ``verl.trainer.main_ppo.main`` on the composed config (Ray, rollouts, updates).
 
 ``--check`` stops after step 3 and prints the loss settings: no Ray, no GPU.
+``--cpu`` runs the same trainer on CPU (:mod:`adpo.integrations.verl.cpu`): it sets that
+module's environment (:data:`~adpo.integrations.verl.cpu.ENV`, inherited by every Ray
+worker) and puts its overrides (:data:`~adpo.integrations.verl.cpu.CPU_OVERRIDES`: logical
+Ray GPU, FSDP2, SDPA attention, the HF ``generate()`` rollout) before yours.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +43,7 @@ __all__ = [
     "ensure_external_lib",
     "main",
     "policy_loss_config",
+    "use_cpu",
     "verl_checks",
 ]
 
@@ -91,6 +97,20 @@ def verl_checks(cfg: DictConfig) -> None:
     )
 
 
+def use_cpu(overrides: list[str]) -> list[str]:
+    """Prepare this process for a CPU run; return the overrides with the CPU ones first.
+
+    Sets :data:`adpo.integrations.verl.cpu.ENV` in ``os.environ`` (Ray workers inherit the
+    driver's environment and import the module through ``VERL_USE_EXTERNAL_MODULES``) and
+    imports the module here, in the driver.
+    """
+    from . import cpu
+
+    os.environ.update(cpu.ENV)
+    cpu.register()
+    return [*cpu.CPU_OVERRIDES, *overrides]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m adpo.integrations.verl",
@@ -102,10 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="validate and print the loss settings, then exit"
     )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="run on CPU: gloo, FSDP2, HF generate() rollout (adpo.integrations.verl.cpu)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, key=value")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
-    cfg = compose_config(args.config, args.overrides)
+    overrides = use_cpu(args.overrides) if args.cpu else list(args.overrides)
+    cfg = compose_config(args.config, overrides)
     ensure_external_lib(cfg)
     try:
         validate_verl_config(cfg)

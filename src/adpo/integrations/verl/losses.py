@@ -20,7 +20,8 @@ What each loss does:
    ``policy_loss.check_groups=false``, each block of ``G`` consecutive rows is one GRPO group
    (its advantages average to 0). verl hands no group ids to a policy loss, so this is the
    run-time check that the start-up validation (:mod:`adpo.integrations.verl.validation`)
-   kept groups whole.
+   kept groups whole. A failed check raises; a passed one reports how many groups it
+   verified as ``actor/<adpo|opo>/groups_checked`` in verl's step metrics.
 2. Reshapes ``[bs, T] → [B, G, T]`` and calls :func:`adpo.losses.adpo_loss` /
    :func:`adpo.losses.opo_loss`, which sum the token log-ratios under ``response_mask``
    first (early reduction) and then apply the listwise loss over ``[B, G]``. The anchor is
@@ -221,10 +222,18 @@ def _global_scale(config: Any, n_prompts: int, G: int) -> float:
     return float(dp) * n_prompts / (float(gbs) / G)
 
 
-def _finish(out: LossOutput, config: Any, B: int, G: int, prefix: str):
+def _finish(out: LossOutput, config: Any, lc: AdpoPolicyLossConfig, B: int, G: int, prefix: str):
+    """Scale the loss to verl's global mean; name the metrics ``actor/<prefix>/*``.
+
+    ``groups_checked`` is the number of groups :func:`group_layout` verified in this
+    micro-batch (0 with ``check_groups=false``): a failed check raises before this point,
+    so in verl's step metrics a positive value is the run-time evidence that every
+    micro-batch held whole GRPO groups.
+    """
     loss = out.loss * _global_scale(config, B, G)
     metrics = {f"actor/{prefix}/{k}": float(v) for k, v in out.metrics.items()}
     metrics[f"actor/{prefix}/loss_prompt_mean"] = float(out.loss.detach())
+    metrics[f"actor/{prefix}/groups_checked"] = float(B) if lc.check_groups else 0.0
     return loss, metrics
 
 
@@ -280,7 +289,7 @@ def _adpo(
         mask=mask,
         ties=lc.ties,
     )
-    return _finish(out, config, *adv.shape, prefix="adpo")
+    return _finish(out, config, lc, *adv.shape, prefix="adpo")
 
 
 @register_policy_loss("adpo_listwise")
@@ -309,7 +318,8 @@ def compute_adpo_listwise_loss(
 
     Returns:
         ``(loss, metrics)``: scalar loss (already scaled to verl's global mini-batch mean)
-        and float metrics ``actor/adpo/*`` (anchored entropy, target entropy, |Δ|, τ, …).
+        and float metrics ``actor/adpo/*`` (anchored entropy, target entropy, |Δ|, τ, …,
+        ``groups_checked``: groups whose layout passed the run-time check).
     """
     fn = "adpo_listwise"
     return _adpo(fn, old_log_prob, log_prob, advantages, response_mask, config, rollout_is_weights)
@@ -390,4 +400,4 @@ def compute_orthogonalized_po_loss(
         ref_correction=lc.ref_correction,
         eps=lc.eps,
     )
-    return _finish(out, config, *adv.shape, prefix="opo")
+    return _finish(out, config, lc, *adv.shape, prefix="opo")
