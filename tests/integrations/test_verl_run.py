@@ -243,7 +243,9 @@ def test_checkpoint_written_and_a_resumed_run_continues_from_it(runs):
     assert (step3 / "data.pt").is_file()  # the dataloader's position
     # the checkpoint holds the weights the rollout received after the last update
     saved = checkpoint_fingerprint(step3)
-    assert saved == pytest.approx(syncs(root, "adpo_pl")[-1]["fingerprint"], rel=1e-12)
+    pl_syncs = syncs(root, "adpo_pl")
+    assert saved == pytest.approx(pl_syncs[-1]["fingerprint"], rel=1e-12)
+    assert saved != pytest.approx(pl_syncs[0]["fingerprint"], rel=1e-9)  # the actor moved
 
     resumed = step_metrics(root, "adpo_pl_resumed")
     assert [m["step"] for m in resumed] == [STEPS + 1]  # continued, not restarted

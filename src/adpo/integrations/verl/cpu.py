@@ -371,7 +371,7 @@ class HFServer:
         self.replica_rank = replica_rank
         # verl hands replicas the model config as a DictConfig (no ``local_path`` key)
         path = _field(model_config, "local_path") or _field(model_config, "path")
-        self.model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         tok = AutoTokenizer.from_pretrained(path)
         self.eos_id = tok.eos_token_id
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
