@@ -1,4 +1,4 @@
-"""Every import in ``src/adpo`` points down the layer diagram (README, "Architecture")."""
+"""Every import in ``src/adpo`` points down the layer diagram (docs/development/architecture.md)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def _unit(module: str) -> str:
         name = ".".join(parts[:n])
         if name in LAYERS:
             return name
-    raise AssertionError(f"{module} has no layer; add it to LAYERS and the README")
+    raise AssertionError(
+        f"{module} has no layer; add it to LAYERS and docs/development/architecture.md"
+    )
 
 
 def _imports(path: Path) -> list[str]:

@@ -145,7 +145,8 @@ def causal_lm_logps(
 
     Args:
         model: a Hugging Face causal LM (anything returning ``.logits``).
-        input_ids, attention_mask: ``[N, L]``.
+        input_ids: ``[N, L]`` token ids.
+        attention_mask: ``[N, L]`` (1 = a real token).
         logits_to_keep: ``T`` ≤ L − 1.
         temperature: sampling temperature the completions were drawn with.
 

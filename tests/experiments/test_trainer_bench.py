@@ -35,3 +35,69 @@ def test_bad_bench_config_is_refused():
         TrainerBenchConfig(losses=("ppo",))
     with pytest.raises(ValueError, match="warmup < steps"):
         TrainerBenchConfig(steps=2, warmup=2)
+
+
+def test_rounds_alternate_the_order_and_pool_every_rounds_steps(monkeypatch, tmp_path):
+    import adpo.experiments.trainer_bench as tb
+
+    calls = []
+
+    def fake_worker(cfg, loss):
+        calls.append(loss)
+        k = calls.count(loss)  # round of this trainer
+        total = {"grpo": 10.0, "opo": 11.0}[loss] * k
+        step = {"generation": 1.0, "rewards": 0.0, "logprob_passes": 0.0}
+        return {
+            "loss": loss,
+            "steps": [{**step, "update": total - 1.0, "total": total}] * 2,
+            "peak_memory_mb": 100.0 * k,
+            "loss_side_ms": 2.0 * k,
+            "mean_completion_length": 16.0,
+            "parameters": 1,
+        }
+
+    monkeypatch.setattr(tb, "_worker", fake_worker)
+    monkeypatch.setattr(tb, "_plot", lambda *a: None)
+    summary = tb.run(TrainerBenchConfig(out=str(tmp_path), losses=("grpo", "opo"), rounds=3))
+    assert calls == ["grpo", "opo", "opo", "grpo", "grpo", "opo"]
+    opo = next(r for r in summary["rows"] if r["loss"] == "opo")
+    assert opo["total_s"] == 22.0 and opo["steps_measured"] == 6  # median of 11, 22, 33 ×2
+    assert (opo["total_s_round_min"], opo["total_s_round_max"]) == (11.0, 33.0)
+    assert opo["peak_memory_mb"] == 300.0 and opo["loss_side_ms"] == 4.0
+    assert opo["time_vs_grpo"] == pytest.approx(1.1)
+    assert len(summary["steps"]["opo"]) == 3
+
+
+def test_loss_side_time_counts_the_loss_and_not_the_model(tmp_path):
+    import time
+
+    import torch
+    from datasets import Dataset
+
+    from adpo.experiments.trainer_bench import loss_side_ms
+    from adpo.testing import char_tokenizer, tiny_qwen3
+    from adpo.trainers.presets import loss_config, make_trainer
+
+    tok = char_tokenizer()
+    model = tiny_qwen3(64, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1)
+    args = loss_config(
+        "opo", output_dir=str(tmp_path), num_generations=4, per_device_train_batch_size=4,
+        max_completion_length=4, max_steps=1, report_to=[], use_cpu=True, save_strategy="no",
+    )  # fmt: skip
+    rows = Dataset.from_list([{"prompt": f"{i}+1="} for i in range(8)])
+    trainer = make_trainer("opo", model, lambda completions, **k: [0.1] * len(completions),
+                           args, rows, tok)  # fmt: skip
+    trainer.train()
+    forwards = []
+    model.register_forward_hook(lambda *a: forwards.append(1))
+    fast = loss_side_ms(trainer, reps=3)
+    assert len(forwards) == 1  # the model ran once, for the cache
+    slow_loss = trainer._group_loss
+
+    def slow(*a, **k):
+        time.sleep(0.05)
+        return slow_loss(*a, **k)
+
+    trainer._group_loss = slow
+    assert loss_side_ms(trainer, reps=3) >= fast + 45.0  # the loss's own time is counted
+    assert torch.is_grad_enabled()

@@ -9,22 +9,15 @@ value), and the student's log-densities of the candidates. Every student below i
 loss from :mod:`adpo.losses` on those ``[B, K]`` tensors, with the same network,
 optimiser, data and number of updates:
 
-================  ========================================================================
-method            loss
-================  ========================================================================
-KD                ``kd_loss``: ``KL(q ‖ softmax(log πθ))`` over the candidates, absolute
-                  coordinates (the paper's KD baseline)
-BC                ``sft_loss``: Gaussian likelihood of the teacher's sampled actions (plain
-                  behaviour cloning, the forward KL over the whole action space)
-ADPO-self         ``adpo_loss(targets=q)``, anchor = the student's initialisation
-                  (``SelfAnchor``)
-ADPO-EMA          same, anchor = EMA of the student (``EMAAnchor``)
-ADPO-teacher      same, anchor = the teacher (``FixedAnchor``), the abstract's "fixed
-                  anchor pointing to the teacher"
-OPO               ``opo_loss(rewards=teacher scores)``, anchor = the teacher (it is the
-                  distribution the candidates are drawn from: OPO's π_k)
-ADPO-*-residual   ``adpo_loss`` with the *residual* target ``q ∝ exp(s − log π_ref)``
-================  ========================================================================
+| method | loss |
+|---|---|
+| KD | ``kd_loss``: ``KL(q ‖ softmax(log πθ))`` over the candidates, absolute coordinates (the paper's KD baseline) |
+| BC | ``sft_loss``: Gaussian likelihood of the teacher's sampled actions (plain behaviour cloning, the forward KL over the whole action space) |
+| ADPO-self | ``adpo_loss(targets=q)``, anchor = the student's initialisation (``SelfAnchor``) |
+| ADPO-EMA | same, anchor = EMA of the student (``EMAAnchor``) |
+| ADPO-teacher | same, anchor = the teacher (``FixedAnchor``), the abstract's "fixed anchor pointing to the teacher" |
+| OPO | ``opo_loss(rewards=teacher scores)``, anchor = the teacher (it is the distribution the candidates are drawn from: OPO's π_k) |
+| ADPO-*-residual | ``adpo_loss`` with the *residual* target ``q ∝ exp(s − log π_ref)`` |
 
 Why the residual variants: with a soft target ``q ∝ exp(s/β)`` the ADPO loss is minimised
 by ``π ∝ π_ref · q^τ`` (paper app. C), so with ``s = log π_T`` and ``τ = β = 1`` a self

@@ -1,4 +1,4 @@
-"""The pipeline of ``adpo train-offline``: ADPO on a fixed listwise dataset (algorithm 1, OFFLINE).
+r"""The pipeline of ``adpo train-offline``: ADPO on a fixed listwise dataset (algorithm 1, OFFLINE).
 
 :func:`run` loads (or builds) the model and rows, trains a :class:`adpo.trainers.ListwiseTrainer`,
 evaluates it and writes the output folder; ``adpo bench listwise`` calls it per variant.

@@ -12,8 +12,16 @@ peak memory is its own:
 * time per optimizer step, split into generation, reward scoring, the no-grad log-prob
   passes (π_old / anchors) and the rest (forward + backward + optimizer step); the median
   over steps after ``warmup`` steps;
-* peak memory: the process's peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
+* peak memory: the process's peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA;
+* the trainer's own cost beside the model, measured exactly in the same process after
+  training: ``compute_loss`` + backward on the last round's batch with the model's forward
+  replaced by its cached output (``loss_side_ms``: the loss, the group bookkeeping, the
+  metrics). On a shared machine the step times move by several per cent from one process
+  to the next (GSPO and DAPO run GRPOTrainer's own code and show the spread); this column
+  does not.
 
+``rounds`` repeats the whole sequence of trainers, in reverse order every other round, so
+a slow spell of the machine does not fall on one trainer; the medians pool all rounds.
 Ratios are against GRPO measured in the same run. Writes ``results.csv``,
 ``summary.json`` (with the command, load average, threads) and ``trainer_bench.png``.
 
@@ -85,6 +93,10 @@ class TrainerBenchConfig:
     """torch CPU threads (0: torch's default)"""
     seed: int = 0
     """model and sampling seed"""
+    rounds: int = 1
+    """passes over the trainers (alternating order); medians pool every round's steps"""
+    overhead_reps: int = 50
+    """repetitions of the cached-forward loss-side timing (``loss_side_ms``)"""
     quick: bool = False
     """a tiny shape and 3 steps (CI): vocabulary 512, hidden 64, 16 tokens"""
 
@@ -92,6 +104,7 @@ class TrainerBenchConfig:
         if self.quick:
             self.vocab_size, self.hidden_size, self.num_heads = 512, 64, 4
             self.completion_length, self.steps, self.warmup = 16, 3, 1
+            self.overhead_reps = 5
         if self.completion_length is None:
             self.completion_length = 1024 if self.device == "cuda" else 256
         if self.steps <= self.warmup or self.warmup < 0:
@@ -103,6 +116,11 @@ class TrainerBenchConfig:
                 "TrainerBenchConfig: need num_generations >= 2, prompts_per_step >= 1, "
                 f"completion_length >= 1; got {self.num_generations}, {self.prompts_per_step}, "
                 f"{self.completion_length}"
+            )
+        if self.rounds < 1 or self.overhead_reps < 1:
+            raise ValueError(
+                "TrainerBenchConfig: need rounds >= 1 and overhead_reps >= 1, got "
+                f"{self.rounds}, {self.overhead_reps}"
             )
         bad = [x for x in self.losses if x not in LOSSES]
         if bad:
@@ -225,15 +243,54 @@ def measure(cfg: TrainerBenchConfig, loss: str) -> dict[str, Any]:
         for h in trainer.state.log_history
         if "completions/mean_length" in h
     ]
-    kept = steps[cfg.warmup :]
+    peak = _peak_memory_mb(cfg.device)  # before the loss-side timing below
     return {
         "loss": loss,
-        **{f"{p}_s": statistics.median(r[p] for r in kept) for p in (*PHASES, "total")},
-        "peak_memory_mb": _peak_memory_mb(cfg.device),
+        "steps": steps[cfg.warmup :],
+        "peak_memory_mb": peak,
+        "loss_side_ms": loss_side_ms(trainer, cfg.overhead_reps, cfg.device),
         "mean_completion_length": statistics.fmean(lengths) if lengths else float("nan"),
-        "steps_measured": len(kept),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+
+
+def loss_side_ms(trainer: Any, reps: int, device: str = "cpu") -> float:
+    """Median milliseconds of ``compute_loss`` + backward with the model's forward cached.
+
+    The forward of the last round's first micro-batch is run once for real; later calls of
+    ``_get_per_token_logps_and_entropies`` return its output (as a fresh leaf that needs a
+    gradient), so what is timed is all the trainer does beside the model: the loss, group
+    checks, metrics. Exact to the millisecond on a busy machine, unlike step times.
+    """
+    import torch
+
+    batch = trainer._buffered_inputs[0]
+    model = trainer.model
+    real = trainer._get_per_token_logps_and_entropies
+    cache: list[Any] = []
+
+    def cached(*a: Any, **kw: Any) -> Any:
+        if not cache:
+            with torch.no_grad():
+                cache.append(real(*a, **kw))
+        logps, ent, aux = cache[0]
+        aux = None if aux is None else aux.detach().requires_grad_(True)
+        return logps.detach().clone().requires_grad_(True), ent, aux
+
+    trainer._get_per_token_logps_and_entropies = cached
+    trainer.current_gradient_accumulation_steps = 1
+    model.train()
+    times = []
+    try:
+        for _ in range(reps + 1):  # the first call runs the real forward
+            t0 = time.perf_counter()
+            trainer.compute_loss(model, batch).backward()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    finally:
+        trainer._get_per_token_logps_and_entropies = real
+    return 1e3 * statistics.median(times[1:])
 
 
 def _worker(cfg: TrainerBenchConfig, loss: str) -> dict[str, Any]:
@@ -259,22 +316,44 @@ def _worker(cfg: TrainerBenchConfig, loss: str) -> dict[str, Any]:
     return json.loads(lines[-1].removeprefix("ADPO_BENCH "))
 
 
+def _summarise(loss: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row per trainer: medians pooled over every round's measured steps."""
+    steps = [s for r in runs for s in r["steps"]]
+    per_round = [statistics.median(s["total"] for s in r["steps"]) for r in runs]
+    return {
+        "loss": loss,
+        **{f"{p}_s": statistics.median(s[p] for s in steps) for p in (*PHASES, "total")},
+        "total_s_round_min": min(per_round),
+        "total_s_round_max": max(per_round),
+        "loss_side_ms": statistics.median(r["loss_side_ms"] for r in runs),
+        "peak_memory_mb": max(r["peak_memory_mb"] for r in runs),
+        "mean_completion_length": statistics.fmean(r["mean_completion_length"] for r in runs),
+        "steps_measured": len(steps),
+        "parameters": runs[0]["parameters"],
+    }
+
+
 def run(cfg: TrainerBenchConfig) -> dict[str, Any]:
     out = prepare_out(cfg.out)
-    rows = []
+    runs: dict[str, list[dict[str, Any]]] = {loss: [] for loss in cfg.losses}
     t0 = time.perf_counter()
     with progress_bar() as bar:
-        job = bar.add_task("trainer bench", total=len(cfg.losses))
-        for loss in cfg.losses:
-            bar.update(job, description=f"trainer bench: {loss}")
-            rows.append(_worker(cfg, loss))
-            bar.advance(job)
+        job = bar.add_task("trainer bench", total=len(cfg.losses) * cfg.rounds)
+        for k in range(cfg.rounds):
+            order = cfg.losses if k % 2 == 0 else tuple(reversed(cfg.losses))
+            for loss in order:
+                bar.update(job, description=f"trainer bench: round {k + 1}, {loss}")
+                runs[loss].append(_worker(cfg, loss))
+                bar.advance(job)
+    rows = [_summarise(loss, runs[loss]) for loss in cfg.losses]
     base = next(r for r in rows if r["loss"] == "grpo")
     for r in rows:
         r["time_vs_grpo"] = r["total_s"] / base["total_s"]
         r["memory_vs_grpo"] = r["peak_memory_mb"] / base["peak_memory_mb"]
+        r["loss_side_share"] = r["loss_side_ms"] / (1e3 * r["total_s"])
     summary = {
         "rows": rows,
+        "steps": {loss: [r["steps"] for r in rs] for loss, rs in runs.items()},
         "config": asdict(cfg),
         "command": command_line(),
         "environment": environment(),
@@ -295,7 +374,16 @@ def _print(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     t = Table(title="time per optimizer step (median) and peak memory, vs TRL's GRPOTrainer")
-    for h in ("objective", "total s", *PHASES, "× GRPO time", "peak MB", "× GRPO memory"):
+    heads = (
+        "objective",
+        "total s",
+        *PHASES,
+        "× GRPO time",
+        "loss-side ms",
+        "peak MB",
+        "× GRPO memory",
+    )
+    for h in heads:
         t.add_column(h, justify="right")
     for r in rows:
         t.add_row(
@@ -303,6 +391,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
             f"{r['total_s']:.2f}",
             *(f"{r[p + '_s']:.2f}" for p in PHASES),
             f"{r['time_vs_grpo']:.3f}",
+            f"{r['loss_side_ms']:.1f}",
             f"{r['peak_memory_mb']:.0f}",
             f"{r['memory_vs_grpo']:.3f}",
         )
@@ -322,7 +411,11 @@ def _plot(rows: list[dict[str, Any]], path: Path, cfg: TrainerBenchConfig) -> No
         vals = [r[p + "_s"] for r in rows]
         axes[0].bar(names, vals, bottom=bottom, label=p, color=f"C{i}")
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    axes[0].set_ylabel("s per optimizer step (median)")
+    if any("total_s_round_min" in r for r in rows):  # the spread of one trainer over rounds
+        lo = [r["total_s"] - r.get("total_s_round_min", r["total_s"]) for r in rows]
+        hi = [r.get("total_s_round_max", r["total_s"]) - r["total_s"] for r in rows]
+        axes[0].errorbar(names, bottom, yerr=[lo, hi], fmt="none", ecolor="k", capsize=3, lw=0.8)
+    axes[0].set_ylabel("s per step (median; bars: rounds)")
     axes[0].set_title(f"{cfg.device}: G={cfg.num_generations}, {cfg.completion_length} tokens")
     axes[0].legend(frameon=False, fontsize=8)
     axes[1].bar(names, [r["memory_vs_grpo"] for r in rows], color="0.5")

@@ -308,7 +308,8 @@ def kd_loss(
             ``[B, G, T]`` with ``mask``.
         targets: ``[B, G]`` teacher distribution over the candidates (rows sum to 1).
         temperature: softening temperature ``T`` > 0.
-        mask, valid: as in :func:`adpo_loss`.
+        mask: as in :func:`adpo_loss`.
+        valid: as in :func:`adpo_loss`.
 
     Returns:
         ``LossOutput``; metrics ``kl``, ``student_entropy`` (also reported as

@@ -78,8 +78,10 @@ def dpo_loss(
     cross-entropy against the soft label ``(1−ε, ε)``: the paper's "DPO-soft".
 
     Args:
-        chosen_logps, rejected_logps: sequence log-probs under the policy, same shape.
-        ref_chosen_logps, ref_rejected_logps: under the reference (detached).
+        chosen_logps: sequence log-probs of the chosen completions under the policy.
+        rejected_logps: the same for the rejected completions (same shape).
+        ref_chosen_logps: ``chosen_logps`` under the reference (detached).
+        ref_rejected_logps: ``rejected_logps`` under the reference (detached).
         beta: inverse temperature β > 0.
         label_smoothing: ε in [0, 0.5).
 

@@ -272,7 +272,8 @@ def grpo_loss(
         kl_clamp: clamp the per-token k3 KL to ``[−kl_clamp, kl_clamp]`` (verl clamps at
             10; None, the default, does not clamp, as TRL).
         clip_ratio_c: dual clip, see :func:`ppo_loss` (default None: TRL's GRPO).
-        Others as in :func:`ppo_loss`.
+
+    The other arguments are as in :func:`ppo_loss`.
 
     Returns:
         ``LossOutput`` with :func:`ppo_loss`'s metrics plus ``ref_kl`` when ``beta > 0``.
@@ -391,7 +392,8 @@ def kl_penalty_loss(
         exact_kl: optional exact KL per sequence (must carry gradient to πθ).
         kl_clamp: clamp the per-token k3 estimate to ``[−kl_clamp, kl_clamp]`` (verl's
             ``low_var_kl`` uses 10); None (default) leaves it unclamped.
-        Others as in :func:`ppo_loss`.
+
+    The other arguments are as in :func:`ppo_loss`.
 
     Returns:
         ``LossOutput`` with :func:`ppo_loss`'s metrics (no clipping) plus ``kl``.

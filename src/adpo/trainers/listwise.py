@@ -357,10 +357,12 @@ class ListwiseTrainer(Trainer):
             an id/path). None: a frozen copy of the initial policy (``"fixed"``) or the
             initial policy itself (``"precomputed"``, no copy is ever made).
         args: :class:`ListwiseConfig`.
-        train_dataset, eval_dataset: ``datasets.Dataset`` or a list of row dicts in any
-            format of :mod:`adpo.data.listwise`.
+        train_dataset: ``datasets.Dataset`` or a list of row dicts in any format of
+            :mod:`adpo.data.listwise`.
+        eval_dataset: the same, for evaluation (optional).
         processing_class: the tokenizer (loaded from ``model`` when it is a string).
-        callbacks, optimizers: as in ``transformers.Trainer``.
+        callbacks: as in ``transformers.Trainer``.
+        optimizers: as in ``transformers.Trainer``.
 
     Attributes:
         anchor: the :class:`adpo.anchors.Anchor` in use (None when reference log-probs come

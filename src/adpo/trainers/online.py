@@ -73,6 +73,7 @@ from adpo.anchors import EMAAnchor, FixedAnchor, canonical_anchor
 from adpo.losses import LossOutput, adpo_loss, opo_loss
 from adpo.rewards.guard import guard_reward_funcs
 from adpo.schedules import EntropyRewardTemperature, GuardedTemperature, candidate_entropy
+from adpo.trainers.grpo_fields import refusal_message, refused_fields
 
 __all__ = [
     "ADPOConfig",
@@ -80,6 +81,7 @@ __all__ = [
     "AnchoredGroupConfig",
     "OPOConfig",
     "OPOTrainer",
+    "aggregate_rewards",
     "shuffle_groups",
 ]
 
@@ -96,12 +98,22 @@ _STATE_FILE = "adpo_trainer_state_rank{rank}.pt"
 class AnchoredGroupConfig(GRPOConfig):
     r"""Fields shared by :class:`ADPOConfig` and :class:`OPOConfig` (on top of ``GRPOConfig``).
 
-    ``GRPOConfig`` fields keep their meaning for generation, batching, logging and
-    checkpoints. The GRPO loss fields (``loss_type``, ``epsilon``, ``epsilon_high``,
-    ``delta``, ``importance_sampling_level``, ``scale_rewards``) are not used: the loss
-    comes from ``adpo.losses``. ``beta`` (TRL's KL-to-reference penalty) must stay 0: the
-    anchor is the regulariser here (use ``anchor="fixed"`` to anchor to the initial
-    model).
+    ``GRPOConfig`` fields keep their meaning for generation, batching, rewards, logging and
+    checkpoints. The GRPO-loss fields (``beta``, ``loss_type``, ``epsilon``,
+    ``epsilon_high``, ``delta``, ``importance_sampling_level``, ``scale_rewards``, the
+    entropy bonuses, …) are refused unless left at TRL's defaults: the loss comes from
+    ``adpo.losses`` and the anchor is the regulariser (``anchor="fixed"`` anchors to the
+    initial model). :mod:`adpo.trainers.grpo_fields` says, field by field, what is kept,
+    adapted or refused, and why.
+
+    ``multi_objective_aggregation="normalize_then_sum"`` standardises each reward function
+    within its group (TRL's ``(r − mean)/(std + 1e-4)``) before the weighted sum; the
+    loss's targets then standardise that sum within the group, so TRL's second,
+    batch-level standardisation has no counterpart. The guarded temperature's reward
+    ``R̄_t`` stays the raw weighted sum either way (a standardised reward has mean 0).
+
+    Evaluation with ``num_generations_eval=1`` logs rewards, accuracy and entropy; its
+    loss is NaN (a listwise loss needs two candidates per prompt).
 
     With vLLM generation (``use_vllm=True``) TRL's mismatch correction is on by default
     (``vllm_importance_sampling_correction=True``, ``vllm_importance_sampling_mode=
@@ -196,23 +208,9 @@ class AnchoredGroupConfig(GRPOConfig):
                     f"{name}: `per_device_eval_batch_size` ({self.per_device_eval_batch_size}) must be "
                     f"a multiple of the evaluation group size ({g_eval})"
                 )
-        if self.beta != 0.0:
-            raise ValueError(
-                f"{name}: `beta` (TRL's KL penalty to a reference model) must be 0; the anchor is "
-                "the regulariser here (set `anchor='fixed'` to anchor to the initial model)"
-            )
-        unsupported = {
-            "top_entropy_quantile": self.top_entropy_quantile != 1.0,
-            "off_policy_mask_threshold": self.off_policy_mask_threshold is not None,
-            "entropy_coef": self.entropy_coef != 0.0,
-            "use_adaptive_entropy": bool(self.use_adaptive_entropy),
-        }
-        bad = [k for k, v in unsupported.items() if v]
+        bad = refused_fields(self)  # after GRPOConfig's own normalisation (scale_rewards=True)
         if bad:
-            raise ValueError(
-                f"{name}: {bad} are GRPO-loss options that {name.replace('Config', 'Trainer')} "
-                "does not apply; leave them at their defaults"
-            )
+            raise ValueError(refusal_message(name, bad))
         if (
             self.use_vllm
             and self.vllm_importance_sampling_correction
@@ -254,11 +252,20 @@ class ADPOConfig(AnchoredGroupConfig):
             authors' earlier trainer: one τ per prompt,
             ``clip(tau·(1 + a·H̄ + b·(1 − H̄)·(1 − R̄)), tau_min, tau_max)`` with the group's
             policy entropy H̄ and mean reward R̄, which it expects in [0, 1]).
-        tau_min, tau_max, tau_sigma_r, tau_momentum:
-            Parameters of the guarded schedule (``tau_min``/``tau_max`` also bound the
-            entropy-reward schedule).
-        tau_entropy_coef, tau_wrong_coef:
-            ``a`` and ``b`` of the entropy-reward schedule (the authors' 0.2 and 0.5).
+        tau_min (`float`, defaults to `0.2`):
+            Guarded schedule: the lowest τ (also the lower bound of the entropy-reward
+            schedule).
+        tau_max (`float`, defaults to `1.5`):
+            Guarded schedule: the highest τ (also the upper bound of the entropy-reward
+            schedule).
+        tau_sigma_r (`float`, defaults to `0.1`):
+            Guarded schedule: the reward scale σ_R in ``tanh((R̄ − b)/σ_R)``.
+        tau_momentum (`float`, defaults to `0.9`):
+            Guarded schedule: momentum of the EMA reward baseline ``b``.
+        tau_entropy_coef (`float`, defaults to `0.2`):
+            ``a`` of the entropy-reward schedule (the authors' 0.2).
+        tau_wrong_coef (`float`, defaults to `0.5`):
+            ``b`` of the entropy-reward schedule (the authors' 0.5).
         tau_length_norm (`str`, defaults to `"mean"`):
             How the schedules' policy entropy over a group scores a candidate: its token-mean
             log-prob (``"mean"``) or its sequence log-prob (``"sum"``); see
@@ -452,6 +459,38 @@ def shuffle_groups(
     return {k: permute(v) for k, v in batch.items()}
 
 
+def aggregate_rewards(
+    rewards_per_func: Tensor, weights: Tensor, num_generations: int, how: str
+) -> Tensor:
+    """The reward each completion gets in its group: ``(N, F)`` per function → ``(N,)``.
+
+    ``"sum_then_normalize"`` (TRL's default): the weighted sum of the raw rewards.
+    ``"normalize_then_sum"``: each function's rewards are first standardised within the
+    group, ``(r − mean)/(std + 1e-4)`` with NaN-aware mean and Bessel-corrected std as in
+    TRL (std 0 when G = 1), so a function with a large scale cannot drown the others.
+    The anchored losses standardise the sum within the group themselves, which is why
+    neither mode ends with TRL's advantage normalisation. NaN rewards count as 0 in the
+    sum (rows where every function is NaN are masked by the caller).
+    """
+    if how == "normalize_then_sum":
+        N, F = rewards_per_func.shape
+        g = rewards_per_func.view(N // num_generations, num_generations, F)
+        mean = torch.nanmean(g, dim=1, keepdim=True)
+        if num_generations > 1:
+            count = (~torch.isnan(g)).sum(1, keepdim=True)
+            var = torch.nanmean((g - mean) ** 2, dim=1, keepdim=True)
+            std = (var * count / (count - 1)).sqrt()
+        else:
+            std = torch.zeros_like(mean)
+        rewards_per_func = ((g - mean) / (std + 1e-4)).view(N, F)
+    elif how != "sum_then_normalize":
+        raise ValueError(
+            "`multi_objective_aggregation` must be 'sum_then_normalize' or "
+            f"'normalize_then_sum', got {how!r}"
+        )
+    return (rewards_per_func * weights[None, :]).nansum(1)
+
+
 def _is_scalar(v: Any) -> bool:
     return isinstance(v, Tensor) and v.ndim == 0
 
@@ -610,7 +649,8 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         # raw rewards of this process's completions; unscorable ones leave their group
         rpf = self._round_rewards.take()  # (N·P, F)
         weights = self.reward_weights.to(rpf.device)
-        rewards = (rpf * weights[None, :]).nansum(1)  # (N·P,)
+        raw = (rpf * weights[None, :]).nansum(1)  # (N·P,)
+        rewards = aggregate_rewards(rpf, weights, G, self.args.multi_objective_aggregation)
         unscorable = torch.isnan(rpf).all(1)  # (N·P,)
         proc = self.accelerator.process_index
         local = slice(proc * n, (proc + 1) * n)
@@ -620,7 +660,7 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         self._metrics[mode]["accuracy"].append(correct.float().mean().item())
         self._metrics[mode]["reward_unscorable_frac"].append(unscorable.float().mean().item())
         if mode == "train":  # the guarded schedule reads training rounds only
-            self._round_reward_mean = float(torch.where(unscorable, 0.0, rewards).sum()) / max(
+            self._round_reward_mean = float(torch.where(unscorable, 0.0, raw).sum()) / max(
                 int((~unscorable).sum()), 1
             )
 
@@ -739,7 +779,9 @@ class _AnchoredGroupTrainer(GRPOTrainer):
             self._step_tau_schedule(per_token_logps.view(B, G, T), mask_b.view(B, G, T), valid)
 
         metrics: dict[str, Tensor] = {}
-        if keep.any():
+        if G < 2:  # evaluation with num_generations_eval=1: no list to rank, no loss
+            loss = torch.full((), float("nan"), device=per_token_logps.device)
+        elif keep.any():
             out = self._group_loss(
                 per_token_logps.view(B, G, T)[keep],
                 anchor.view(B, G, T)[keep],
@@ -754,9 +796,12 @@ class _AnchoredGroupTrainer(GRPOTrainer):
 
         if mode == "train":
             loss = loss / self.current_gradient_accumulation_steps
-        if self.aux_loss_enabled:
+        if self.aux_loss_enabled:  # MoE router loss, added and logged as GRPOTrainer does
             normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
             loss = loss + self.router_aux_loss_coef * aux_loss / normalizer
+            self._metrics[mode]["aux_loss"].append(
+                self.accelerator.gather_for_metrics(aux_loss.detach()).mean().item()
+            )
 
         self._log_step_metrics(
             mode, metrics, entropies, per_token_logps, mask_b, inputs, policy_loss

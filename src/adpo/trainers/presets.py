@@ -2,20 +2,14 @@
 
 Same generation, batching and reward code for every objective; only the loss differs.
 
-==========  ===============================================================================
-``adpo-pl`` :class:`~adpo.trainers.ADPOTrainer`, Plackett–Luce target (the ADPO paper's LLM
-            setting: τ 0.8)
-``adpo``    :class:`~adpo.trainers.ADPOTrainer`, softmax target (τ 0.8, β_r 0.5)
-``opo``     :class:`~adpo.trainers.OPOTrainer` (α 0.4, μ 1.0)
-``grpo``    TRL ``GRPOTrainer``, ``loss_type="grpo"``: PPO-clip ε 0.2, per-sequence token
-            mean, group-std advantages, no KL (β 0)
-``gspo``    TRL ``GRPOTrainer``, sequence-level ratio (``importance_sampling_level=
-            "sequence"``), ε 3e-4 / 4e-4, ``loss_type="grpo"`` (TRL's GSPO recipe)
-``dapo``    TRL ``GRPOTrainer``, ``loss_type="dapo"`` (token-level sum over the batch),
-            clip-higher ε 0.2 / 0.28, overlong filtering (``mask_truncated_completions``).
-            DAPO's dynamic sampling (re-drawing zero-signal groups) is not in TRL and
-            not here.
-==========  ===============================================================================
+| name | trainer and settings |
+|---|---|
+| ``adpo-pl`` | :class:`~adpo.trainers.ADPOTrainer`, Plackett–Luce target (the ADPO paper's LLM setting: τ 0.8) |
+| ``adpo`` | :class:`~adpo.trainers.ADPOTrainer`, softmax target (τ 0.8, β_r 0.5) |
+| ``opo`` | :class:`~adpo.trainers.OPOTrainer` (α 0.4, μ 1.0) |
+| ``grpo`` | TRL ``GRPOTrainer``, ``loss_type="grpo"``: PPO-clip ε 0.2, per-sequence token mean, group-std advantages, no KL (β 0) |
+| ``gspo`` | TRL ``GRPOTrainer``, sequence-level ratio (``importance_sampling_level="sequence"``), ε 3e-4 / 4e-4, ``loss_type="grpo"`` (TRL's GSPO recipe) |
+| ``dapo`` | TRL ``GRPOTrainer``, ``loss_type="dapo"`` (token-level sum over the batch), clip-higher ε 0.2 / 0.28, overlong filtering (``mask_truncated_completions``). DAPO's dynamic sampling (re-drawing zero-signal groups) is not in TRL and not here. |
 """
 
 from __future__ import annotations

@@ -308,7 +308,10 @@ def compute_adpo_listwise_loss(
     group (default target), loss ``−Σ_i q_i log softmax(u)_i`` averaged over prompts.
 
     Args:
-        old_log_prob, log_prob, advantages, response_mask: ``[bs, T]`` (module doc).
+        old_log_prob: ``[bs, T]`` token log-probs under π_old (the anchor).
+        log_prob: ``[bs, T]`` token log-probs under πθ.
+        advantages: ``[bs, T]`` GRPO advantages, constant along each response.
+        response_mask: ``[bs, T]`` (1 = a response token).
         loss_agg_mode: ignored (the loss is per prompt).
         config: verl's actor config; ``config.policy_loss`` is an :class:`AdpoPolicyLossConfig`.
         rollout_is_weights: must be None.
