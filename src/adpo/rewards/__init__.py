@@ -13,6 +13,8 @@ leaves the completion out of the group baseline).
   ``solution`` column (the gold answer is the solution's last ``\\boxed{…}``).
 * :func:`exact_match_reward` — normalised string equality with an ``answer`` column.
 * :func:`arithmetic_reward` — the integer answer of :class:`adpo.data.arithmetic.ArithmeticTask`.
+* :func:`chain_arithmetic_reward` — the boxed integer after the worked scratchpad of
+  :class:`adpo.data.chain_arithmetic.ChainArithmeticTask` (``adpo bench reasoning-long``).
 * :class:`FormatReward` — 1.0 when the completion matches a pattern (default: exactly one
   ``\\boxed{…}``).
 * :func:`guard_reward` — wraps any reward so that a sample whose reward raises or is not
@@ -23,6 +25,7 @@ leaves the completion out of the group baseline).
 from adpo.rewards.basic import (
     FormatReward,
     arithmetic_reward,
+    chain_arithmetic_reward,
     completion_text,
     exact_match_reward,
     normalize_answer,
@@ -34,6 +37,7 @@ __all__ = [
     "FormatReward",
     "GuardedReward",
     "arithmetic_reward",
+    "chain_arithmetic_reward",
     "completion_text",
     "exact_match_reward",
     "extract_boxed",

@@ -13,6 +13,7 @@ from adpo.rewards.text import completion_text, extract_boxed, extract_boxed_all,
 __all__ = [
     "FormatReward",
     "arithmetic_reward",
+    "chain_arithmetic_reward",
     "completion_text",
     "exact_match_reward",
     "normalize_answer",
@@ -62,6 +63,27 @@ def arithmetic_reward(completions: list[Any], answer: list[str], **kwargs: Any) 
         )
     return [
         ArithmeticTask.reward(completion_text(c), str(a))
+        for c, a in zip(completions, answer, strict=True)
+    ]
+
+
+def chain_arithmetic_reward(
+    completions: list[Any], answer: list[str], **kwargs: Any
+) -> list[float]:
+    """:meth:`adpo.data.chain_arithmetic.ChainArithmeticTask.reward`: 1.0 for the right boxed integer.
+
+    The answer is the content of the completion's one ``\\boxed{…}`` (after a worked
+    scratchpad); no marker, two markers, an unclosed box or a box without one integer give
+    0.0, never an exception.
+    """
+    from adpo.data.chain_arithmetic import ChainArithmeticTask
+
+    if len(completions) != len(answer):
+        raise ValueError(
+            f"chain_arithmetic_reward: got {len(completions)} completions but {len(answer)} answers"
+        )
+    return [
+        ChainArithmeticTask.reward(completion_text(c), str(a))
         for c, a in zip(completions, answer, strict=True)
     ]
 
