@@ -49,6 +49,7 @@ import copy
 import json
 import math
 import os
+import shlex
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -642,8 +643,11 @@ def summarize_run(cfg: ReasoningLongConfig, res: dict[str, Any]) -> dict[str, An
 # --------------------------------------------------------------------------- the bench
 
 
-def run(cfg: ReasoningLongConfig) -> dict[str, Any]:
-    """Sweep, then every experiment × objective × seed; writes the CSVs after every run."""
+def run(cfg: ReasoningLongConfig, *, command: str | None = None) -> dict[str, Any]:
+    """Sweep, then every experiment × objective × seed; writes the CSVs after every run.
+
+    ``command``: the command line recorded with the results (default: this process's).
+    """
     import torch
 
     out = prepare_out(cfg.out)
@@ -721,11 +725,12 @@ def run(cfg: ReasoningLongConfig) -> dict[str, Any]:
         "load_average_start": load_start,
         "load_average_end": os.getloadavg(),
         "chosen_lr": chosen,
+        "command": command or command_line(),
     }
     return _report(cfg, out, rows, curves, provenance)
 
 
-def replot(cfg: ReasoningLongConfig) -> dict[str, Any]:
+def replot(cfg: ReasoningLongConfig, *, command: str | None = None) -> dict[str, Any]:
     """Summary, table and plots from the CSVs in ``cfg.out`` (no training)."""
     out = Path(cfg.out)
     rows, curves = _read_csv(out / "runs.csv"), _read_csv(out / "curves.csv")
@@ -744,12 +749,12 @@ def replot(cfg: ReasoningLongConfig) -> dict[str, Any]:
         k: prev[k] for k in ("wall_time_s", "load_average_start", "load_average_end") if k in prev
     }
     provenance["chosen_lr"] = {r["loss"]: r["lr"] for r in main_rows}
-    summary = _report(cfg, out, rows, curves, provenance)
+    this = command or command_line()
     if prev.get("command"):  # keep the provenance of the runs; add the replot's own
-        summary["replot_command"] = summary["command"]
-        summary["command"] = prev["command"]
-        write_json(prev_path, summary)
-    return summary
+        provenance.update(command=prev["command"], replot_command=this)
+    else:
+        provenance["command"] = this
+    return _report(cfg, out, rows, curves, provenance)
 
 
 METRICS = (
@@ -891,7 +896,6 @@ def _summarize(cfg: ReasoningLongConfig, rows: list[dict], provenance: dict) -> 
         "lr_sweep": sweep,
         "claims": claims,
         "config": asdict(cfg),
-        "command": command_line(),
         "environment": environment(),
         **provenance,
     }
@@ -1066,6 +1070,8 @@ def _plots(cfg: ReasoningLongConfig, curves: list[dict[str, Any]], out: Path) ->
             if len(pts) < 4:
                 continue
             rw, gn = np.array(pts).T
+            if not gn.mean() > 0:
+                continue
             gn = gn / gn.mean()
             bins = np.linspace(0, 1, 11)
             idx = np.clip(np.digitize(rw, bins) - 1, 0, 9)
@@ -1090,7 +1096,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if cfg.quick:
         cfg = quick_config(cfg)
-    replot(cfg) if cfg.replot else run(cfg)
+    command = None if argv is None else shlex.join(["adpo", "bench", "reasoning-long", *argv])
+    replot(cfg, command=command) if cfg.replot else run(cfg, command=command)
     return 0
 
 
