@@ -195,3 +195,12 @@ def test_tiny_run_paired_differences_and_replot(tiny_run):
     same = [json.dumps(x[k], sort_keys=True) for x in (s, s2) for k in ("per_objective", "claims")]
     assert same[:2] == same[2:]
     assert (out / "long_reward.png").stat().st_size > 1000
+
+
+def test_cuda_device_refused_without_cuda():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="`device`"):
+        ReasoningLongConfig(device="cuda")

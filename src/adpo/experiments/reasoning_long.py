@@ -74,7 +74,7 @@ class ReasoningLongConfig:
     """output folder"""
     losses: tuple[Loss, ...] = LOSSES
     """objectives to run"""
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """reported seeds (model init, data split, sampling); ≥ 3 for mean ± std"""
     experiments: tuple[Experiment, ...] = ("long", "ood")
     """which experiments to run"""
@@ -124,15 +124,15 @@ class ReasoningLongConfig:
     """held-out prompts per evaluated tier (greedy accuracy)"""
     eval_every: int = 20
     """held-out accuracy every this many steps"""
-    long_steps: int = 200
+    long_steps: int = 300
     """optimizer steps of the `long` experiment"""
-    ood_steps: int = 150
+    ood_steps: int = 200
     """optimizer steps of the `ood` experiment"""
     ood_fraction: float = 0.1
     """share of the tier-3 pool the `ood` experiment trains on (a fixed subset per seed)"""
 
     # ---- learning rates
-    lr_grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
+    lr_grid: tuple[float, ...] = (3e-5, 1e-4, 3e-4, 1e-3)
     """learning rates each objective tries on `sweep_seed` (one value: no sweep)"""
     sweep_seed: int = 100
     """seed of the learning-rate sweep (kept apart from the reported seeds)"""
@@ -252,10 +252,8 @@ class ReasoningLongConfig:
 #: what `--quick` replaces (CI size: about a minute on one CPU thread)
 QUICK: dict[str, Any] = dict(
     seeds=(0,),
-    hidden_size=32,
-    num_layers=1,
-    warmup_examples=200,
-    warmup_steps=20,
+    warmup_examples=400,
+    warmup_steps=120,
     num_generations=4,
     prompts_per_step=2,
     n_train=80,
