@@ -777,6 +777,7 @@ PAIRED = (
     "accuracy_final",
     "accuracy_peak",
     "accuracy_late_mean",
+    "reward_first",
     "reward_peak",
     "reward_final",
     "entropy_late",
@@ -868,6 +869,8 @@ def _summarize(cfg: ReasoningLongConfig, rows: list[dict], provenance: dict) -> 
             else get("long", "adpo-pl", "reward_peak") - get("long", "gspo", "reward_peak")
         ),
         # OPO Exp. 1: late crossover (OPO − GRPO reward, early vs final) ...
+        # (a crossover: OPO behind GRPO in the first rounds, ahead in the last)
+        "opo_minus_grpo_first_reward": diff("long", "opo", "reward_first"),
         "opo_minus_grpo_final_reward": diff("long", "opo", "reward_final"),
         # ... and gradients that do not vanish as reward rises (scale-free)
         "grad_norm_late_over_early": {
