@@ -8,7 +8,7 @@ import re
 import pytest
 
 from adpo.data.chain_arithmetic import TIERS, ChainArithmeticTask, chain_value, worked_solution
-from adpo.rewards import chain_arithmetic_reward
+from adpo.rewards import boxed_integer_score, chain_arithmetic_reward, extract_boxed_integer
 
 
 def _independent_eval(expr: str) -> int:
@@ -53,7 +53,7 @@ def test_tiers_have_their_steps_digits_and_lengths(tier):
             assert int(line.split("=")[1]) == value >= 0  # every intermediate result is right
         # completion length (one token per character, plus EOS) within the stated bound
         assert len(r["solution"]) + 1 <= task.max_completion_tokens()
-        assert task.reward(r["solution"], r["answer"]) == 1.0
+        assert boxed_integer_score(r["solution"], r["answer"]) == 1.0
 
 
 def test_tiers_grow_in_length_and_difficulty():
@@ -106,7 +106,7 @@ def test_chain_helpers_and_bad_tier():
     ],
 )
 def test_malformed_completions_score_zero_without_exception(completion):
-    assert ChainArithmeticTask.reward(completion, "9") == 0.0
+    assert boxed_integer_score(completion, "9") == 0.0
     assert chain_arithmetic_reward([completion], ["9"]) == [0.0]
 
 
@@ -116,6 +116,6 @@ def test_reward_reads_the_one_boxed_integer():
         [good, "\\boxed{ 9 }", "wrong work\n\\boxed{9}", "\\boxed{8}", [{"content": good}]],
         ["9"] * 5,
     ) == [1.0, 1.0, 1.0, 0.0, 1.0]
-    assert ChainArithmeticTask.extract("x\\boxed{012}") == "12"
+    assert extract_boxed_integer("x\\boxed{012}") == "12"
     with pytest.raises(ValueError, match="answers"):
         chain_arithmetic_reward(["a", "b"], ["1"])

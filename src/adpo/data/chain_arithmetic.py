@@ -22,6 +22,9 @@ tier  steps  digits  example prompt          worked-solution tokens (with EOS)
 5     5      3       ``472+853-…=?``         ~80
 ====  =====  ======  ======================  ===================================
 
+The answer is checked by :func:`adpo.rewards.chain_arithmetic_reward` (the one boxed
+integer; the reward layer sits above this one, so the check lives there).
+
 Each step carries or borrows more often than not; a subtraction that would make the
 running value negative is drawn as an addition instead (values stay non-negative, so
 there is no sign to learn). Tier 4 adds a step to tier 3 (the same digits, a longer
@@ -33,7 +36,6 @@ Shapes: none (strings and Python ints).
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 
 __all__ = ["TIERS", "ChainArithmeticTask", "chain_value", "worked_solution"]
@@ -42,7 +44,6 @@ __all__ = ["TIERS", "ChainArithmeticTask", "chain_value", "worked_solution"]
 TIERS: dict[int, tuple[int, int]] = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (4, 1), 5: (5, 2)}
 
 _MARKER = "\\boxed{"
-_INT = re.compile(r"\s*(-?\d+)\s*")
 
 
 def chain_value(operands: list[int], ops: list[str]) -> int:
@@ -163,24 +164,3 @@ class ChainArithmeticTask:
             f"ChainArithmeticTask(tier={self.tier}): only {len(out)} distinct problems outside "
             f"the excluded set, asked for {n}"
         )
-
-    @staticmethod
-    def extract(completion: str) -> str | None:
-        """The integer a completion answers, as text: the content of its one ``\\boxed{…}``.
-
-        ``None`` when the completion has no marker, more than one, an unclosed one, or a
-        box that does not hold one integer. Never raises on a string.
-        """
-        from adpo.rewards.text import extract_boxed_all
-
-        boxes = extract_boxed_all(completion)
-        if len(boxes) != 1 or completion.count(_MARKER) != 1:
-            return None
-        m = _INT.fullmatch(boxes[0])
-        return str(int(m.group(1))) if m else None
-
-    @classmethod
-    def reward(cls, completion: str, answer: str) -> float:
-        """1.0 when the completion's one boxed integer equals ``answer``, else 0.0."""
-        got = cls.extract(completion)
-        return float(got is not None and got == str(int(answer)))

@@ -406,10 +406,11 @@ def split(
 def accuracy(cfg: ReasoningLongConfig, model: Any, tok: Any, rows: list[dict], tier: int) -> float:
     """Greedy accuracy on ``rows`` of ``tier`` (room for its longest worked solution + slack)."""
     from adpo.data.chain_arithmetic import ChainArithmeticTask
+    from adpo.rewards import boxed_integer_score
     from adpo.trainers.warm_start import greedy_accuracy
 
     n = ChainArithmeticTask(tier).max_completion_tokens() + cfg.completion_slack
-    return greedy_accuracy(model, tok, rows, ChainArithmeticTask.reward, max_new_tokens=n)
+    return greedy_accuracy(model, tok, rows, boxed_integer_score, max_new_tokens=n)
 
 
 def warm_start(cfg: ReasoningLongConfig, seed: int) -> SeedData:
