@@ -63,6 +63,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
         "main",
         "online RL on the demo task: adpo-pl, adpo, opo, grpo, gspo, dapo × seeds",
     ),
+    "reasoning-long": (
+        "adpo.experiments.reasoning_long",
+        "main",
+        "worked multi-step arithmetic: long-horizon and OOD RL, lr sweep, every objective × seeds",
+    ),
     "trainer": (
         "adpo.experiments.trainer_bench",
         "main",

@@ -13,6 +13,9 @@ leaves the completion out of the group baseline).
   ``solution`` column (the gold answer is the solution's last ``\\boxed{…}``).
 * :func:`exact_match_reward` — normalised string equality with an ``answer`` column.
 * :func:`arithmetic_reward` — the integer answer of :class:`adpo.data.arithmetic.ArithmeticTask`.
+* :func:`chain_arithmetic_reward` — the boxed integer after the worked scratchpad of
+  :class:`adpo.data.chain_arithmetic.ChainArithmeticTask` (``adpo bench reasoning-long``);
+  :func:`extract_boxed_integer` / :func:`boxed_integer_score` for one completion.
 * :class:`FormatReward` — 1.0 when the completion matches a pattern (default: exactly one
   ``\\boxed{…}``).
 * :func:`guard_reward` — wraps any reward so that a sample whose reward raises or is not
@@ -23,8 +26,11 @@ leaves the completion out of the group baseline).
 from adpo.rewards.basic import (
     FormatReward,
     arithmetic_reward,
+    boxed_integer_score,
+    chain_arithmetic_reward,
     completion_text,
     exact_match_reward,
+    extract_boxed_integer,
     normalize_answer,
 )
 from adpo.rewards.guard import GuardedReward, guard_reward, guard_reward_funcs
@@ -34,9 +40,12 @@ __all__ = [
     "FormatReward",
     "GuardedReward",
     "arithmetic_reward",
+    "boxed_integer_score",
+    "chain_arithmetic_reward",
     "completion_text",
     "exact_match_reward",
     "extract_boxed",
+    "extract_boxed_integer",
     "guard_reward",
     "guard_reward_funcs",
     "math_reward",

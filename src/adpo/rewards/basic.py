@@ -13,8 +13,11 @@ from adpo.rewards.text import completion_text, extract_boxed, extract_boxed_all,
 __all__ = [
     "FormatReward",
     "arithmetic_reward",
+    "boxed_integer_score",
+    "chain_arithmetic_reward",
     "completion_text",
     "exact_match_reward",
+    "extract_boxed_integer",
     "normalize_answer",
 ]
 
@@ -62,6 +65,48 @@ def arithmetic_reward(completions: list[Any], answer: list[str], **kwargs: Any) 
         )
     return [
         ArithmeticTask.reward(completion_text(c), str(a))
+        for c, a in zip(completions, answer, strict=True)
+    ]
+
+
+_BOXED_MARKER = "\\boxed{"
+_INT = re.compile(r"\s*(-?\d+)\s*")
+
+
+def extract_boxed_integer(text: str) -> str | None:
+    """The integer of a completion's one ``\\boxed{…}``, as text (``"012"`` → ``"12"``).
+
+    ``None`` when the text has no ``\\boxed{`` marker, more than one, an unclosed one, or a
+    box that does not hold exactly one integer. Never raises on a string.
+    """
+    boxes = extract_boxed_all(text)
+    if len(boxes) != 1 or text.count(_BOXED_MARKER) != 1:
+        return None
+    m = _INT.fullmatch(boxes[0])
+    return str(int(m.group(1))) if m else None
+
+
+def boxed_integer_score(completion: str, answer: str) -> float:
+    """1.0 when :func:`extract_boxed_integer` of ``completion`` equals the integer ``answer``."""
+    got = extract_boxed_integer(completion)
+    return float(got is not None and got == str(int(answer)))
+
+
+def chain_arithmetic_reward(
+    completions: list[Any], answer: list[str], **kwargs: Any
+) -> list[float]:
+    """1.0 for the right boxed integer after a worked scratchpad, else 0.0 (TRL interface).
+
+    The reward of :class:`adpo.data.chain_arithmetic.ChainArithmeticTask`
+    (``adpo bench reasoning-long``): :func:`boxed_integer_score` per completion. No marker,
+    two markers, an unclosed box or a box without one integer give 0.0, never an exception.
+    """
+    if len(completions) != len(answer):
+        raise ValueError(
+            f"chain_arithmetic_reward: got {len(completions)} completions but {len(answer)} answers"
+        )
+    return [
+        boxed_integer_score(completion_text(c), str(a))
         for c, a in zip(completions, answer, strict=True)
     ]
 
