@@ -80,6 +80,8 @@ from adpo.losses import (
     sft_loss,
 )
 
+__all__ = ["METHODS", "SCENARIOS", "BanditsConfig", "main", "run"]
+
 # ----------------------------------------------------------------------------- scenarios
 
 Kind = Literal["heavy_noise", "dist_shift", "adv_flip", "heavy_tail", "clean"]

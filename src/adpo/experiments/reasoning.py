@@ -54,6 +54,8 @@ from adpo.experiments.arithmetic_rl import ArithmeticRLConfig
 from adpo.metrics import mean_std
 from adpo.trainers.presets import LOSSES, Loss
 
+__all__ = ["ReasoningConfig", "main", "markdown_table", "replot", "run"]
+
 ALL_LOSSES: tuple[Loss, ...] = LOSSES
 
 
