@@ -57,8 +57,17 @@ from typing import Any, Literal
 
 import tyro
 
-from adpo._io import command_line, console, environment, prepare_out, timer, write_csv, write_json
-from adpo.experiments.reasoning import _fill, _mean_std, _nanmean, _ratio, _read_csv
+from adpo._io import (
+    command_line,
+    console,
+    environment,
+    prepare_out,
+    read_csv,
+    timer,
+    write_csv,
+    write_json,
+)
+from adpo.metrics import mean_std, paired_differences
 from adpo.trainers.presets import LOSSES, Loss
 
 __all__ = ["ReasoningLongConfig", "detect_collapse", "main", "run"]
@@ -272,6 +281,15 @@ def quick_config(cfg: ReasoningLongConfig) -> ReasoningLongConfig:
 
 
 # --------------------------------------------------------------------------- analysis
+
+
+def _nanmean(xs: list[float]) -> float:
+    """Mean of the values that exist (NaN: a step or seed that did not measure it)."""
+    return mean_std(xs, skip_nan=True)[0]
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(b) else math.nan
 
 
 def moving_mean(xs: list[float], window: int) -> list[float]:
@@ -683,7 +701,7 @@ def run(cfg: ReasoningLongConfig, *, command: str | None = None) -> dict[str, An
         for s, a in res["accuracy_curve"]:
             curves.append({**tag, "step": s, "heldout_accuracy": a})
         write_csv(out / "runs.csv", rows)
-        write_csv(out / "curves.csv", _fill(curves))
+        write_csv(out / "curves.csv", curves)
         console.print(
             f"{phase:5s} {experiment:4s} seed {data.seed} {loss:8s} lr {lr:.0e}: accuracy "
             f"{row['accuracy_before']:.3f} → {row['accuracy_final']:.3f} (peak {row['accuracy_peak']:.3f}), "
@@ -732,7 +750,7 @@ def run(cfg: ReasoningLongConfig, *, command: str | None = None) -> dict[str, An
 def replot(cfg: ReasoningLongConfig, *, command: str | None = None) -> dict[str, Any]:
     """Summary, table and plots from the CSVs in ``cfg.out`` (no training)."""
     out = Path(cfg.out)
-    rows, curves = _read_csv(out / "runs.csv"), _read_csv(out / "curves.csv")
+    rows, curves = read_csv(out / "runs.csv"), read_csv(out / "curves.csv")
     if not rows:
         raise ValueError(f"adpo bench reasoning-long --replot: {out / 'runs.csv'} has no runs")
     prev_path = out / "summary.json"
@@ -801,7 +819,7 @@ def _summarize(cfg: ReasoningLongConfig, rows: list[dict], provenance: dict) -> 
                 m: dict(
                     zip(
                         ("mean", "std"),
-                        _mean_std([float(r.get(m, math.nan)) for r in rs]),
+                        mean_std([float(r.get(m, math.nan)) for r in rs], skip_nan=True),
                         strict=True,
                     )
                 )
@@ -810,25 +828,7 @@ def _summarize(cfg: ReasoningLongConfig, rows: list[dict], provenance: dict) -> 
             per[exp][loss]["n_seeds"] = len(rs)
             per[exp][loss]["n_collapsed"] = int(sum(r["collapsed"] for r in rs))
             per[exp][loss]["lr"] = rs[0]["lr"]
-        by = {(r["loss"], r["seed"]): r for r in mine}
-        paired[exp] = {}
-        for loss in cfg.losses:
-            seeds = [s for s in cfg.seeds if (loss, s) in by and ("grpo", s) in by]
-            if loss == "grpo" or not seeds:
-                continue
-            paired[exp][loss] = {
-                m: dict(
-                    zip(
-                        ("mean", "std"),
-                        _mean_std(
-                            [float(by[(loss, s)][m]) - float(by[("grpo", s)][m]) for s in seeds]
-                        ),
-                        strict=True,
-                    )
-                )
-                for m in PAIRED
-            }
-            paired[exp][loss]["n_seeds"] = len(seeds)
+        paired[exp] = paired_differences(mine, PAIRED, base="grpo")
     sweep = [
         {
             k: r[k]
