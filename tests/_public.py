@@ -41,3 +41,21 @@ def declared_all(path: Path) -> list[str] | None:
             except ValueError:  # computed: ask the module itself
                 return list(importlib.import_module(module_name(path)).__all__)
     return None
+
+
+def imported_from(path: Path) -> dict[str, str]:
+    """``{name: module it is imported from}`` for the module-level ``from … import`` lines."""
+    package = (
+        module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    )
+    out: dict[str, str] = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            source = node.module or ""
+            if node.level:  # relative: `from .basic import x`
+                base = base[: len(base) - node.level + 1]
+                source = ".".join([*base, *([source] if source else [])])
+            for alias in node.names:
+                out[alias.asname or alias.name] = source
+    return out

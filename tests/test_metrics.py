@@ -183,6 +183,10 @@ def test_mean_std_skip_nan():
         mean_std([1.0, nan])  # NaN is an error unless it marks a missing value
     with pytest.raises(ValueError, match="finite"):
         mean_std([1.0, float("inf")], skip_nan=True)
+    with pytest.raises(ValueError, match="`ddof`"):  # arguments are checked first
+        mean_std([nan], ddof=5, skip_nan=True)
+    with pytest.raises(ValueError, match="`values` is empty"):
+        mean_std([], skip_nan=True)
 
 
 def test_paired_differences_by_hand():
@@ -196,7 +200,7 @@ def test_paired_differences_by_hand():
         {"loss": "opo", "seed": 2, "acc": 1.00, "len": 1.0},  # no grpo on seed 2: unpaired
         {"loss": "gspo", "seed": 3, "acc": 1.00},  # never paired: no entry
     ]
-    out = paired_differences(rows, ("acc", "len"), base="grpo")
+    out = paired_differences(rows, ("acc", "len"), base="grpo", by="loss", pair="seed")
     assert list(out) == ["opo", "adpo"]  # first-seen order; the base has none
     assert out["opo"]["n_seeds"] == 2
     # opo − grpo per seed: acc 0.1, 0.2; len 2, 0
@@ -211,4 +215,6 @@ def test_paired_differences_by_hand():
         "b": {"x": {"mean": 1.0, "std": 0.0}, "n_tasks": 1}
     }
     with pytest.raises(ValueError, match="two runs with loss='grpo', seed=0"):
-        paired_differences([rows[0], rows[0]], ("acc",), base="grpo")
+        paired_differences([rows[0], rows[0]], ("acc",), base="grpo", by="loss", pair="seed")
+    with pytest.raises(ValueError, match="may not be named 'n_seeds'"):
+        paired_differences(rows, ("n_seeds",), base="grpo", by="loss", pair="seed")

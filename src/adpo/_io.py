@@ -100,7 +100,7 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
             return v
         return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
 
-    with path.open() as f:
+    with path.open(newline="") as f:
         return [{k: num(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
 
 

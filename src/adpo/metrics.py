@@ -224,25 +224,25 @@ def mean_std(
             benchmark, whose 4-decimal rounding an ulp can flip), ``"exact"`` (correctly
             rounded, ``statistics.fmean``/``stdev``/``pstdev``; the offline-listwise
             benchmark).
-        skip_nan: drop NaN values first, and return ``(nan, nan)`` when none is left (a
-            metric that no seed measured); infinities still raise.
+        skip_nan: drop NaN values first, and return ``(nan, nan)`` when only NaNs were
+            given (a metric that no seed measured); infinities still raise.
 
     Returns:
         ``(mean, std)`` as Python floats.
     """
-    xs = [float(x) for x in values]
-    if skip_nan:
-        xs = [x for x in xs if not math.isnan(x)]
-        if not xs:
-            return math.nan, math.nan
-    if not xs:
-        raise ValueError("mean_std: `values` is empty")
     if ddof not in (0, 1):
         raise ValueError(f"mean_std: `ddof` must be 0 or 1, got {ddof!r}")
     if arithmetic not in ("numpy", "torch", "exact"):
         raise ValueError(
             f"mean_std: `arithmetic` must be 'numpy', 'torch' or 'exact', got {arithmetic!r}"
         )
+    xs = [float(x) for x in values]
+    if not xs:
+        raise ValueError("mean_std: `values` is empty")
+    if skip_nan:
+        xs = [x for x in xs if not math.isnan(x)]
+        if not xs:
+            return math.nan, math.nan
     if not all(math.isfinite(x) for x in xs):
         raise ValueError(f"mean_std: `values` must be finite, got {xs}")
     if len(xs) == 1:
@@ -261,29 +261,33 @@ def paired_differences(
     metrics: Sequence[str],
     *,
     base: Hashable,
-    by: str = "loss",
-    pair: str = "seed",
+    by: str,
+    pair: str,
     arithmetic: Literal["numpy", "torch", "exact"] = "numpy",
 ) -> dict[Hashable, dict[str, Any]]:
     """Each group's metric minus ``base``'s on the same pair, as mean ± std over the pairs.
 
-    Seeds share a warm start, so run-to-run spread between seeds is mostly the warm
-    start's; the difference on one seed removes it, and says more than the groups' own
-    mean ± std.
+    E.g. objectives paired by seed: runs on one seed share its warm start, and warm starts
+    differ a lot between seeds, so the difference on each seed says more than the
+    objectives' own mean ± std over seeds.
 
     Args:
-        rows: one mapping per run, holding ``by`` (the group, e.g. the objective), ``pair``
-            (what pairs runs, e.g. the seed) and every metric of ``metrics``.
+        rows: one mapping per run, holding ``by``, ``pair`` and the metrics.
         metrics: keys to difference. A missing or NaN value leaves that pair out of that
             metric (its mean is NaN when no pair has it).
-        base: the group the others are compared with (itself gets no entry).
+        base: the group the others are compared with (it gets no entry itself).
+        by: the key naming a run's group (e.g. ``"loss"``: the objective).
+        pair: the key that pairs runs across groups (e.g. ``"seed"``).
         arithmetic: as in :func:`mean_std`.
 
     Returns:
-        ``{group: {metric: {"mean", "std"}, f"n_{pair}s": pairs both groups ran}}``, groups
-        in the order they first appear in ``rows``; a group with no pair in common with
-        ``base`` is left out.
+        ``{group: {metric: {"mean": …, "std": …}, …, f"n_{pair}s": pairs in common with
+        base}}`` (``"n_seeds"`` for ``pair="seed"``), groups in the order they first appear
+        in ``rows``; a group with no pair in common with ``base`` has no entry.
     """
+    count = f"n_{pair}s"
+    if count in metrics:
+        raise ValueError(f"paired_differences: a metric may not be named {count!r} (the count)")
     runs = list(rows)
     at: dict[tuple[Hashable, Hashable], Mapping[str, Any]] = {}
     for r in runs:

@@ -17,6 +17,7 @@ Requires the ``hf`` extra (``transformers``, ``tokenizers``).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 __all__ = ["CHARSET", "char_tokenizer", "tiny_qwen3", "tiny_trl_args"]
@@ -104,7 +105,7 @@ def tiny_qwen3(
     return model
 
 
-def tiny_trl_args(output_dir: str, **overrides: Any) -> dict[str, Any]:
+def tiny_trl_args(output_dir: str | os.PathLike[str], **overrides: Any) -> dict[str, Any]:
     """Keyword arguments of a small, fast, CPU-only TRL run; ``overrides`` win.
 
     G = 4, 8 completions per micro-batch (two groups), 3 completion tokens, 2 steps at a

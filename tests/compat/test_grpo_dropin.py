@@ -26,7 +26,8 @@ GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guides" / "grpo-to-adpo.
 
 
 def _args(out, **kw):
-    return tiny_trl_args(out, **{"max_completion_length": 4, **kw})
+    # TRL's default schedule (linear), as a GRPO user's run has
+    return tiny_trl_args(out, **{"max_completion_length": 4, "lr_scheduler_type": "linear", **kw})
 
 
 def _rows(n: int = 16, conversational: bool = False) -> list[dict]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from adpo.testing import tiny_trl_args
+
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
@@ -23,6 +25,4 @@ def tiny_setup(n_rows: int = 64, seed: int = 0, hidden_size: int = 32):
 
 def base_args(output_dir: str, **overrides: Any) -> dict[str, Any]:
     """Small, fast, CPU-only TRL settings shared by the tests (:func:`adpo.testing.tiny_trl_args`)."""
-    from adpo.testing import tiny_trl_args
-
     return tiny_trl_args(output_dir, **overrides)

@@ -80,7 +80,17 @@ from adpo.losses import (
     sft_loss,
 )
 
-__all__ = ["METHODS", "SCENARIOS", "BanditsConfig", "main", "run"]
+__all__ = [
+    "METHODS",
+    "SCENARIOS",
+    "BanditsConfig",
+    "Scenario",
+    "main",
+    "make_scenario",
+    "method_loss",
+    "run",
+    "win_mass",
+]
 
 # ----------------------------------------------------------------------------- scenarios
 

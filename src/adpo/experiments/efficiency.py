@@ -56,7 +56,7 @@ from adpo.losses import (
     opo_loss,
 )
 
-__all__ = ["EfficiencyConfig", "main", "run"]
+__all__ = ["METHODS", "EfficiencyConfig", "main", "run"]
 
 METHODS = ("adpo-pl", "adpo", "opo", "grpo", "gspo", "dapo")
 

@@ -51,8 +51,9 @@ from adpo._io import (
     write_csv,
     write_json,
 )
+from adpo.experiments._stats import nanmean, ratio, seed_mean_std
 from adpo.experiments.arithmetic_rl import ArithmeticRLConfig
-from adpo.metrics import mean_std, paired_differences
+from adpo.metrics import paired_differences
 from adpo.trainers.presets import LOSSES, Loss
 
 __all__ = ["ReasoningConfig", "main", "markdown_table", "replot", "run"]
@@ -91,20 +92,6 @@ class ReasoningConfig:
             raise ValueError(
                 f"ReasoningConfig: `late_fraction` must lie in (0, 1], got {self.late_fraction}"
             )
-
-
-def _nanmean(xs: list[float]) -> float:
-    v = [x for x in xs if not math.isnan(x)]
-    return sum(v) / len(v) if v else math.nan
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and not math.isnan(b) else math.nan
-
-
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    """:func:`adpo.metrics.mean_std` over the seeds that have a value (NaN: none)."""
-    return mean_std(xs, skip_nan=True)
 
 
 def run(cfg: ReasoningConfig) -> dict[str, Any]:
@@ -147,15 +134,13 @@ def run(cfg: ReasoningConfig) -> dict[str, Any]:
                         "accuracy_final": res["accuracy_after"],
                         "accuracy_peak": max(p["accuracy"] for p in acc_curve),
                         "reward_peak": max(smooth) if smooth else math.nan,
-                        "reward_final": _nanmean(rewards[-k:]),
-                        "entropy_final": _nanmean(ps.get("entropy", [])[-late:]),
-                        "completion_length_mean": _nanmean(ps.get("completions/mean_length", [])),
-                        "grad_norm_early": _nanmean(gn[:late]),
-                        "grad_norm_late": _nanmean(gn[-late:]),
+                        "reward_final": nanmean(rewards[-k:]),
+                        "entropy_final": nanmean(ps.get("entropy", [])[-late:]),
+                        "completion_length_mean": nanmean(ps.get("completions/mean_length", [])),
+                        "grad_norm_early": nanmean(gn[:late]),
+                        "grad_norm_late": nanmean(gn[-late:]),
                         # scale-free: how much of its early gradient each objective keeps
-                        "grad_norm_late_over_early": _ratio(
-                            _nanmean(gn[-late:]), _nanmean(gn[:late])
-                        ),
+                        "grad_norm_late_over_early": ratio(nanmean(gn[-late:]), nanmean(gn[:late])),
                         "step_time_s": res["train_time_s"] / max(n, 1),
                         "train_time_s": res["train_time_s"],
                         "load_average": 0.5 * (load_before + load_after),
@@ -262,7 +247,7 @@ def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) ->
     for loss in cfg.losses:
         mine = [r for r in rows if r["loss"] == loss]
         per_loss[loss] = {
-            m: dict(zip(("mean", "std"), _mean_std([r[m] for r in mine]), strict=True))
+            m: dict(zip(("mean", "std"), seed_mean_std([r[m] for r in mine]), strict=True))
             for m in METRICS
         }
         per_loss[loss]["n_seeds"] = len(mine)
@@ -276,7 +261,7 @@ def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) ->
     def ratio(a: str, b: str, metric: str) -> float | None:
         if a not in per_loss or b not in per_loss:
             return None
-        return _ratio(per_loss[a][metric]["mean"], per_loss[b][metric]["mean"])
+        return ratio(per_loss[a][metric]["mean"], per_loss[b][metric]["mean"])
 
     claims = {
         # ADPO paper: +30.9 % peak reward over GRPO (Qwen3-1.7B, MATH)
@@ -291,12 +276,12 @@ def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) ->
     }
     return {
         "per_loss": per_loss,
-        "paired_vs_grpo": paired_differences(rows, PAIRED, base="grpo"),
+        "paired_vs_grpo": paired_differences(rows, PAIRED, base="grpo", by="loss", pair="seed"),
         "claims": claims,
         "accuracy_before": dict(
             zip(
                 ("mean", "std"),
-                _mean_std([r["accuracy_before"] for r in rows if r["loss"] == cfg.losses[0]]),
+                seed_mean_std([r["accuracy_before"] for r in rows if r["loss"] == cfg.losses[0]]),
                 strict=True,
             )
         ),
@@ -304,7 +289,7 @@ def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) ->
         "command": command_line(),
         "environment": environment(),
         "wall_time_s": wall,
-        "load_average_mean": _nanmean([r["load_average"] for r in rows]),
+        "load_average_mean": nanmean([r["load_average"] for r in rows]),
     }
 
 

@@ -67,10 +67,20 @@ from adpo._io import (
     write_csv,
     write_json,
 )
-from adpo.metrics import mean_std, paired_differences
+from adpo.experiments._stats import nanmean, ratio, seed_mean_std
+from adpo.metrics import paired_differences
 from adpo.trainers.presets import LOSSES, Loss
 
-__all__ = ["ReasoningLongConfig", "detect_collapse", "main", "run"]
+__all__ = [
+    "QUICK",
+    "ReasoningLongConfig",
+    "detect_collapse",
+    "main",
+    "markdown_table",
+    "replot",
+    "run",
+    "train_one",
+]
 
 Experiment = Literal["long", "ood"]
 
@@ -281,15 +291,6 @@ def quick_config(cfg: ReasoningLongConfig) -> ReasoningLongConfig:
 
 
 # --------------------------------------------------------------------------- analysis
-
-
-def _nanmean(xs: list[float]) -> float:
-    """Mean of the values that exist (NaN: a step or seed that did not measure it)."""
-    return mean_std(xs, skip_nan=True)[0]
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and not math.isnan(b) else math.nan
 
 
 def moving_mean(xs: list[float], window: int) -> list[float]:
@@ -631,24 +632,24 @@ def summarize_run(cfg: ReasoningLongConfig, res: dict[str, Any]) -> dict[str, An
     out = {
         "accuracy_peak": max(accs) if accs else math.nan,
         "accuracy_final": res["accuracy_curve"][-1][1],
-        "accuracy_late_mean": _nanmean(half),
-        "reward_first": _nanmean(rounds[:k]),
+        "accuracy_late_mean": nanmean(half),
+        "reward_first": nanmean(rounds[:k]),
         "reward_peak": col["peak"],
-        "reward_final": _nanmean(rounds[-k:]),
+        "reward_final": nanmean(rounds[-k:]),
         "collapsed": int(col["collapsed"]),
         "collapse_step": (col["index"] * spg + 1) if col["collapsed"] else math.nan,
-        "length_early": _nanmean(ps["length"][:late]),
-        "length_late": _nanmean(ps["length"][-late:]),
-        "truncated_frac_late": _nanmean(ps["truncated_frac"][-late:]),
-        "entropy_early": _nanmean(ps["entropy"][:late]),
-        "entropy_late": _nanmean(ps["entropy"][-late:]),
-        "grad_norm_early": _nanmean(gn[:late]),
-        "grad_norm_late": _nanmean(gn[-late:]),
-        "grad_norm_late_over_early": _ratio(_nanmean(gn[-late:]), _nanmean(gn[:late])),
-        "grad_efficiency_early": _nanmean(ge[:late]),
-        "grad_efficiency_late": _nanmean(ge[-late:]),
-        "grad_efficiency_late_over_early": _ratio(_nanmean(ge[-late:]), _nanmean(ge[:late])),
-        "clip_frac_mean": _nanmean(ps["clip_frac"]),
+        "length_early": nanmean(ps["length"][:late]),
+        "length_late": nanmean(ps["length"][-late:]),
+        "truncated_frac_late": nanmean(ps["truncated_frac"][-late:]),
+        "entropy_early": nanmean(ps["entropy"][:late]),
+        "entropy_late": nanmean(ps["entropy"][-late:]),
+        "grad_norm_early": nanmean(gn[:late]),
+        "grad_norm_late": nanmean(gn[-late:]),
+        "grad_norm_late_over_early": ratio(nanmean(gn[-late:]), nanmean(gn[:late])),
+        "grad_efficiency_early": nanmean(ge[:late]),
+        "grad_efficiency_late": nanmean(ge[-late:]),
+        "grad_efficiency_late_over_early": ratio(nanmean(ge[-late:]), nanmean(ge[:late])),
+        "clip_frac_mean": nanmean(ps["clip_frac"]),
         "step_time_s": res["train_time_s"] / max(n, 1),
         "train_time_s": res["train_time_s"],
     }
@@ -819,7 +820,7 @@ def _summarize(cfg: ReasoningLongConfig, rows: list[dict], provenance: dict) -> 
                 m: dict(
                     zip(
                         ("mean", "std"),
-                        mean_std([float(r.get(m, math.nan)) for r in rs], skip_nan=True),
+                        seed_mean_std([float(r.get(m, math.nan)) for r in rs]),
                         strict=True,
                     )
                 )
@@ -828,7 +829,7 @@ def _summarize(cfg: ReasoningLongConfig, rows: list[dict], provenance: dict) -> 
             per[exp][loss]["n_seeds"] = len(rs)
             per[exp][loss]["n_collapsed"] = int(sum(r["collapsed"] for r in rs))
             per[exp][loss]["lr"] = rs[0]["lr"]
-        paired[exp] = paired_differences(mine, PAIRED, base="grpo")
+        paired[exp] = paired_differences(mine, PAIRED, base="grpo", by="loss", pair="seed")
     sweep = [
         {
             k: r[k]
@@ -885,10 +886,10 @@ def _summarize(cfg: ReasoningLongConfig, rows: list[dict], provenance: dict) -> 
             loss: diff("ood", loss, "accuracy_final") for loss in cfg.losses if loss != "grpo"
         },
         # OPO fig. 8: sequence-level objectives keep more entropy than token-level ones
-        "entropy_late_sequence_level_mean": _nanmean(
+        "entropy_late_sequence_level_mean": nanmean(
             [v for k, v in ent.items() if k in seq and v is not None]
         ),
-        "entropy_late_token_level_mean": _nanmean(
+        "entropy_late_token_level_mean": nanmean(
             [v for k, v in ent.items() if k in tok and v is not None]
         ),
     }
