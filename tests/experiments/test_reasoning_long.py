@@ -163,6 +163,8 @@ def test_tiny_run_writes_every_objective_and_experiment(tiny_run):
     ]
     assert [int(c["step"]) for c in grpo if c["heldout_accuracy"]] == [0, 2, 4]
     assert all(c["grad_norm"] not in ("", "nan") for c in grpo if not c["heldout_accuracy"])
+    # results only: TRL's scratch output_dir is not left beside them
+    assert not [p.name for p in out.iterdir() if p.is_dir()]
     s = json.loads((out / "summary.json").read_text())
     assert set(s["per_objective"]) == {"long", "ood"}
     assert set(s["per_objective"]["long"]) == set(LOSSES)

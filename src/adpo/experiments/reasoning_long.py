@@ -50,6 +50,8 @@ import json
 import math
 import os
 import shlex
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -543,9 +545,10 @@ def train_one(
     eval_tier = cfg.train_tier if experiment == "long" else cfg.ood_tier
     rows = data.train_rows if experiment == "long" else data.ood_train_rows
     G = cfg.num_generations
+    scratch = tempfile.mkdtemp(prefix="adpo-reasoning-long-")  # TRL's output_dir; nothing is saved
     args = loss_config(
         loss,
-        output_dir=str(Path(cfg.out) / "trainer"),
+        output_dir=scratch,
         num_generations=G,
         per_device_train_batch_size=cfg.prompts_per_step * G,
         steps_per_generation=cfg.steps_per_generation,
@@ -582,7 +585,10 @@ def train_one(
     )
     trainer.remove_callback(PrinterCallback)
     elapsed = timer()
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     train_time = elapsed()
     final = {t: accuracy(cfg, model, tok, r, t) for t, r in data.test.items()}
     curve.append((steps, final[eval_tier]))
