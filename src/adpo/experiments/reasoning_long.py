@@ -993,6 +993,9 @@ def _report(cfg, out: Path, rows, curves, provenance) -> dict[str, Any]:
     (out / "command.txt").write_text(summary["command"] + "\n")
     if cfg.plot:
         _plots(cfg, [c for c in curves if c.get("phase") == "main"], out)
+        sweep = [r for r in rows if r.get("phase") == "sweep"]
+        if len({r["lr"] for r in sweep}) > 1:
+            _sweep_plot(cfg, sweep, out)
     console.print(markdown_table(summary))
     console.print(
         f"wrote {out}/runs.csv, curves.csv, summary.json, table.md, command.txt"
@@ -1094,6 +1097,41 @@ def _plots(cfg: ReasoningLongConfig, curves: list[dict[str, Any]], out: Path) ->
         fig.tight_layout()
         fig.savefig(out / f"{exp}_grad_vs_reward.png", dpi=110)
         plt.close(fig)
+
+
+def _sweep_plot(cfg: ReasoningLongConfig, sweep: list[dict[str, Any]], out: Path) -> None:
+    """``lr_sweep.png``: per objective, late held-out accuracy and late completion length
+    against the learning rate (collapsed runs marked ×): where each objective breaks, and how."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    panels = (
+        ("accuracy_late_mean", "late held-out accuracy"),
+        ("length_late", "late length (tokens)"),
+    )
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for i, loss in enumerate(cfg.losses):
+            rs = sorted((float(r["lr"]), r) for r in sweep if r["loss"] == loss)
+            if not rs:
+                continue
+            lrs = [lr for lr, _ in rs]
+            ax.plot(lrs, [float(r[key]) for _, r in rs], "o-", color=f"C{i}", label=loss, ms=4)
+            bad = [(lr, float(r[key])) for lr, r in rs if int(r["collapsed"])]
+            if bad:
+                ax.plot(*zip(*bad, strict=True), "x", color=f"C{i}", ms=11, mew=2)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel(label)
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.suptitle(
+        f"learning-rate sweep, long horizon, seed {cfg.sweep_seed} (×: collapsed)", fontsize=10
+    )
+    fig.tight_layout()
+    fig.savefig(out / "lr_sweep.png", dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
