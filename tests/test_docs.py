@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from ._public import declared_all, imported_from, public_modules
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
@@ -156,60 +158,42 @@ def test_every_page_is_in_the_navigation():
     }
 
 
-# every module a user imports from; the API reference renders each one
-REFERENCED_MODULES = [
-    "adpo.losses",
-    "adpo.anchors",
-    "adpo.schedules",
-    "adpo.logprobs",
-    "adpo.metrics",
-    "adpo.rewards",
-    "adpo.data",
-    "adpo.data.rows",
-    "adpo.data.listwise",
-    "adpo.data.arithmetic",
-    "adpo.trainers",
-    "adpo.trainers.online",
-    "adpo.trainers.listwise",
-    "adpo.trainers.presets",
-    "adpo.trainers.grpo_fields",
-    "adpo.trainers.warm_start",
-    "adpo.trainers.callbacks",
-    "adpo.integrations.verl",
-    "adpo.integrations.verl.config",
-    "adpo.integrations.verl.losses",
-    "adpo.integrations.verl.validation",
-    "adpo.integrations.verl.launcher",
-    "adpo.integrations.verl.tasks",
-    "adpo.integrations.verl.cpu",
-    "adpo.integrations.trl",
-    "adpo._compat.trl",
-    "adpo.testing",
-    "adpo.experiments",
-    "adpo.cli",
-]
+def _reference_entries() -> dict[str, bool]:
+    """``{identifier: renders its members}`` for every ``::: identifier`` of ``docs/reference``."""
+    path = DOCS / "_tools" / "reference_entries.py"
+    spec = importlib.util.spec_from_file_location("reference_entries", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.rendered_roots(DOCS / "reference"))
 
 
-def test_every_public_module_has_a_reference_page():
-    rendered = set()
-    for page in (DOCS / "reference").glob("*.md"):
-        rendered |= set(re.findall(r"^:::\s+(\S+)", page.read_text(encoding="utf-8"), flags=re.M))
-    missing = [m for m in REFERENCED_MODULES if m not in rendered]
-    assert not missing, f"modules without an API reference entry: {missing}"
-    # and no module of the package is left out unnoticed
-    src = ROOT / "src"
-    modules = {
-        ".".join(p.relative_to(src).with_suffix("").parts).removesuffix(".__init__")
-        for p in (src / "adpo").rglob("*.py")
-        if p.name != "__main__.py"
-    }
-    public = {m for m in modules if not any(part.startswith("_") for part in m.split("."))}
-    covered = {m for m in public if any(m == r or m.startswith(r + ".") for r in rendered)}
-    # submodules of a rendered package need their own entry only if users import them
-    undocumented = sorted(
-        m for m in public - covered if m.rsplit(".", 1)[0] not in rendered and m not in rendered
-    )
-    assert not undocumented, f"public modules in no reference page: {undocumented}"
+def test_every_public_module_has_a_reference_entry():
+    """Each public module has its own ``:::`` entry, unless every name of its ``__all__`` is
+    documented where users import it: a module rendered with its members exports the same
+    object (traced through the ``from … import`` lines): ``adpo.losses.opo``'s names through
+    ``adpo.losses``, the deprecated ``adpo.trainers.ranking``'s through ``adpo.metrics``."""
+    entries = _reference_entries()
+    modules = public_modules()
+    stale = sorted(set(entries) - set(modules))
+    assert not stale, f"reference entries for modules that do not exist: {stale}"
+    imports = {m: imported_from(p) for m, p in modules.items()}
+    exports = {m: set(declared_all(p) or ()) for m, p in modules.items()}
+
+    def origin(module: str, name: str) -> str:
+        """The module that defines ``module.name``."""
+        while (source := imports[module].get(name)) in modules:
+            module = source
+        return module
+
+    shown = {(n, origin(e, n)) for e, members in entries.items() if members for n in exports[e]}
+    missing = [
+        m
+        for m in modules
+        if m != "adpo"  # the package root: the docs' home page
+        and m not in entries
+        and not (exports[m] and all((n, origin(m, n)) in shown for n in exports[m]))
+    ]
+    assert not missing, f"public modules with no API reference entry: {missing}"
 
 
 def test_every_result_plot_is_shown_in_the_docs():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from adpo.metrics import mean_std, ndcg, top1_accuracy
+from adpo.metrics import mean_std, ndcg, paired_differences, top1_accuracy
 
 # ---- frozen copies of the three NDCGs this module replaced (the references) ----------
 
@@ -173,3 +173,48 @@ def test_mean_std_closed_form_and_errors():
         mean_std([1.0, 2.0], ddof=2)
     with pytest.raises(ValueError, match="`arithmetic`"):
         mean_std([1.0, 2.0], arithmetic="float")
+
+
+def test_mean_std_skip_nan():
+    nan = float("nan")
+    assert mean_std([1.0, nan, 3.0], skip_nan=True) == (2.0, math.sqrt(2.0))
+    assert all(math.isnan(v) for v in mean_std([nan, nan], skip_nan=True))
+    with pytest.raises(ValueError, match="finite"):
+        mean_std([1.0, nan])  # NaN is an error unless it marks a missing value
+    with pytest.raises(ValueError, match="finite"):
+        mean_std([1.0, float("inf")], skip_nan=True)
+    with pytest.raises(ValueError, match="`ddof`"):  # arguments are checked first
+        mean_std([nan], ddof=5, skip_nan=True)
+    with pytest.raises(ValueError, match="`values` is empty"):
+        mean_std([], skip_nan=True)
+
+
+def test_paired_differences_by_hand():
+    rows = [
+        {"loss": "grpo", "seed": 0, "acc": 0.50, "len": 10.0},
+        {"loss": "opo", "seed": 0, "acc": 0.60, "len": 12.0},
+        {"loss": "adpo", "seed": 0, "acc": 0.40},  # no `len`: left out of that metric
+        {"loss": "grpo", "seed": 1, "acc": 0.70, "len": 11.0},
+        {"loss": "opo", "seed": 1, "acc": 0.90, "len": 11.0},
+        {"loss": "adpo", "seed": 1, "acc": 0.70, "len": float("nan")},
+        {"loss": "opo", "seed": 2, "acc": 1.00, "len": 1.0},  # no grpo on seed 2: unpaired
+        {"loss": "gspo", "seed": 3, "acc": 1.00},  # never paired: no entry
+    ]
+    out = paired_differences(rows, ("acc", "len"), base="grpo", by="loss", pair="seed")
+    assert list(out) == ["opo", "adpo"]  # first-seen order; the base has none
+    assert out["opo"]["n_seeds"] == 2
+    # opo − grpo per seed: acc 0.1, 0.2; len 2, 0
+    assert out["opo"]["acc"]["mean"] == pytest.approx(0.15)
+    assert out["opo"]["acc"]["std"] == pytest.approx(statistics.stdev([0.1, 0.2]))
+    assert out["opo"]["len"] == {"mean": 1.0, "std": pytest.approx(math.sqrt(2.0))}
+    assert out["adpo"]["acc"]["mean"] == pytest.approx(-0.05)
+    assert math.isnan(out["adpo"]["len"]["mean"])
+    # another pairing key and base
+    by_task = [{"m": m, "task": t, "x": float(i)} for i, (m, t) in enumerate([("a", 1), ("b", 1)])]
+    assert paired_differences(by_task, ("x",), base="a", by="m", pair="task") == {
+        "b": {"x": {"mean": 1.0, "std": 0.0}, "n_tasks": 1}
+    }
+    with pytest.raises(ValueError, match="two runs with loss='grpo', seed=0"):
+        paired_differences([rows[0], rows[0]], ("acc",), base="grpo", by="loss", pair="seed")
+    with pytest.raises(ValueError, match="may not be named 'n_seeds'"):
+        paired_differences(rows, ("n_seeds",), base="grpo", by="loss", pair="seed")

@@ -24,17 +24,26 @@ sits next to. Three things would otherwise render badly or not at all:
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from pathlib import Path
 
 import griffe
+
+# the reference's `::: identifier` entries, shared with tests/test_docs.py (loaded by path:
+# mkdocstrings loads this extension by path, so its folder is not on sys.path)
+_spec = importlib.util.spec_from_file_location(
+    "reference_entries", Path(__file__).with_name("reference_entries.py")
+)
+_entries = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_entries)
+_rendered_roots = _entries.rendered_roots
 
 logger = griffe.get_logger("griffe_adpo")
 
 ROLE = re.compile(r":(?:py:)?(class|func|mod|meth|attr|data|exc|obj|const):`(!?~?)([^`<]+?)`")
 # TRL's docstring style, ``name (`type`, defaults to `value`):``; the signature has the default
 PARAM = re.compile(r"^(?P<lead>[ \t]+\w+) \(`(?P<type>[^`]+)`(?:, defaults to `[^`]*`)?\):", re.M)
-DIRECTIVE = re.compile(r"^:::\s+(\S+)\s*\n((?:[ \t]+\S.*\n?)*)", re.M)
 # "Example::", a blank line, then an indented block (reST's literal block)
 LITERAL = re.compile(r"(?<=\S)::[ \t]*\n[ \t]*\n((?:(?:[ \t]+\S[^\n]*)?\n)*(?:[ \t]+\S[^\n]*))")
 
@@ -45,15 +54,6 @@ def _fence(m: re.Match) -> str:
     indent = min(len(x) - len(x.lstrip()) for x in lines if x.strip())
     body = "\n".join(x[indent:] for x in lines).rstrip()
     return ":\n\n```text\n" + body + "\n```"
-
-
-def _rendered_roots(reference_dir: Path) -> list[tuple[str, bool]]:
-    """``(identifier, members rendered?)`` for every ``::: identifier`` of the reference."""
-    roots: list[tuple[str, bool]] = []
-    for page in sorted(reference_dir.glob("*.md")):
-        for ident, options in DIRECTIVE.findall(page.read_text(encoding="utf-8") + "\n"):
-            roots.append((ident, not re.search(r"^\s+members:\s*false\s*$", options, re.M)))
-    return roots
 
 
 def _public(name: str) -> bool:

@@ -6,4 +6,6 @@ temperature), :mod:`adpo.logprobs` (memory-bounded log-prob gathering), trainers
 integrations and the papers' experiments.
 """
 
+__all__ = ["__version__"]
+
 __version__ = "0.1.0"

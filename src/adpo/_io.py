@@ -79,13 +79,29 @@ def write_json(path: Path, obj: Mapping[str, Any]) -> None:
 
 
 def write_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Rows to CSV; the columns are every key in first-seen order, a missing one left empty."""
     rows = list(rows)
     if not rows:
         raise ValueError(f"write_csv: no rows for {path}")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        writer = csv.DictWriter(f, fieldnames=keys, restval="")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV :func:`write_csv` wrote: numbers back to numbers, empty cells dropped."""
+
+    def num(v: str) -> Any:
+        try:
+            f = float(v)
+        except ValueError:
+            return v
+        return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+
+    with path.open(newline="") as f:
+        return [{k: num(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
 
 
 def timer() -> Callable[[], float]:

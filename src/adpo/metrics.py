@@ -1,4 +1,6 @@
-"""Ranking metrics and seed statistics: NDCG, top-1 accuracy, mean ± std. One definition each.
+"""Ranking metrics and seed statistics: NDCG, top-1 accuracy, mean ± std, paired differences.
+
+One definition each.
 
 Shapes: ``G`` candidates per list (the last axis is the list), ``...`` any leading axes
 (``R`` rows, or ``S`` seeds × ``N`` contexts). ``pred`` is what the model ranks by (e.g.
@@ -17,14 +19,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["mean_std", "ndcg", "top1_accuracy"]
+__all__ = ["mean_std", "ndcg", "paired_differences", "top1_accuracy"]
 
 Gain = Literal["linear", "shifted", "minmax", "exponential"]
 Ties = Literal["expected", "index"]
@@ -207,11 +209,12 @@ def mean_std(
     *,
     ddof: Literal[0, 1] = 1,
     arithmetic: Literal["numpy", "torch", "exact"] = "numpy",
+    skip_nan: bool = False,
 ) -> tuple[float, float]:
     """Mean and standard deviation of ``values`` (e.g. one metric over seeds).
 
     Args:
-        values: one or more finite numbers.
+        values: one or more finite numbers (with ``skip_nan``: NaN marks a missing value).
         ddof: 1 — sample std (Bessel-corrected, the default: seeds are a sample);
             0 — population std. A single value has std 0 either way.
         arithmetic: how the float64 sums are taken. The three agree to ~1 ulp but not
@@ -221,19 +224,25 @@ def mean_std(
             benchmark, whose 4-decimal rounding an ulp can flip), ``"exact"`` (correctly
             rounded, ``statistics.fmean``/``stdev``/``pstdev``; the offline-listwise
             benchmark).
+        skip_nan: drop NaN values first, and return ``(nan, nan)`` when only NaNs were
+            given (a metric that no seed measured); infinities still raise.
 
     Returns:
         ``(mean, std)`` as Python floats.
     """
-    xs = [float(x) for x in values]
-    if not xs:
-        raise ValueError("mean_std: `values` is empty")
     if ddof not in (0, 1):
         raise ValueError(f"mean_std: `ddof` must be 0 or 1, got {ddof!r}")
     if arithmetic not in ("numpy", "torch", "exact"):
         raise ValueError(
             f"mean_std: `arithmetic` must be 'numpy', 'torch' or 'exact', got {arithmetic!r}"
         )
+    xs = [float(x) for x in values]
+    if not xs:
+        raise ValueError("mean_std: `values` is empty")
+    if skip_nan:
+        xs = [x for x in xs if not math.isnan(x)]
+        if not xs:
+            return math.nan, math.nan
     if not all(math.isfinite(x) for x in xs):
         raise ValueError(f"mean_std: `values` must be finite, got {xs}")
     if len(xs) == 1:
@@ -245,3 +254,64 @@ def mean_std(
         return float(t.mean()), float(t.std(correction=ddof))
     a = np.asarray(xs, dtype=np.float64)
     return float(a.mean()), float(a.std(ddof=ddof))
+
+
+def paired_differences(
+    rows: Iterable[Mapping[str, Any]],
+    metrics: Sequence[str],
+    *,
+    base: Hashable,
+    by: str,
+    pair: str,
+    arithmetic: Literal["numpy", "torch", "exact"] = "numpy",
+) -> dict[Hashable, dict[str, Any]]:
+    """Each group's metric minus ``base``'s on the same pair, as mean ± std over the pairs.
+
+    E.g. objectives paired by seed: runs on one seed share its warm start, and warm starts
+    differ a lot between seeds, so the difference on each seed says more than the
+    objectives' own mean ± std over seeds.
+
+    Args:
+        rows: one mapping per run, holding ``by``, ``pair`` and the metrics.
+        metrics: keys to difference. A missing or NaN value leaves that pair out of that
+            metric (its mean is NaN when no pair has it).
+        base: the group the others are compared with (it gets no entry itself).
+        by: the key naming a run's group (e.g. ``"loss"``: the objective).
+        pair: the key that pairs runs across groups (e.g. ``"seed"``).
+        arithmetic: as in :func:`mean_std`.
+
+    Returns:
+        ``{group: {metric: {"mean": …, "std": …}, …, f"n_{pair}s": pairs in common with
+        base}}`` (``"n_seeds"`` for ``pair="seed"``), groups in the order they first appear
+        in ``rows``; a group with no pair in common with ``base`` has no entry.
+    """
+    count = f"n_{pair}s"
+    if count in metrics:
+        raise ValueError(f"paired_differences: a metric may not be named {count!r} (the count)")
+    runs = list(rows)
+    at: dict[tuple[Hashable, Hashable], Mapping[str, Any]] = {}
+    for r in runs:
+        key = (r[by], r[pair])
+        if key in at:
+            raise ValueError(
+                f"paired_differences: two runs with {by}={key[0]!r}, {pair}={key[1]!r}"
+            )
+        at[key] = r
+    groups = list(dict.fromkeys(r[by] for r in runs))
+    pairs = list(dict.fromkeys(r[pair] for r in runs))
+    out: dict[Hashable, dict[str, Any]] = {}
+    for g in groups:
+        common = [p for p in pairs if (g, p) in at and (base, p) in at]
+        if g == base or not common:
+            continue
+        entry: dict[str, Any] = {}
+        for m in metrics:
+            d = [
+                float(at[(g, p)].get(m, math.nan)) - float(at[(base, p)].get(m, math.nan))
+                for p in common
+            ]
+            mean, std = mean_std(d, arithmetic=arithmetic, skip_nan=True)
+            entry[m] = {"mean": mean, "std": std}
+        entry[f"n_{pair}s"] = len(common)
+        out[g] = entry
+    return out

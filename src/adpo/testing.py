@@ -9,13 +9,18 @@ task that goes with them is :class:`adpo.data.arithmetic.ArithmeticTask`.
   TRL, ``datasets`` and ``save_pretrained`` treat it like any other tokenizer.
 * :func:`tiny_qwen3` — a Qwen3-architecture causal LM built from a config (no weights
   downloaded), small enough to train on a laptop CPU.
+* :func:`tiny_trl_args` — the keyword arguments of a small, fast, CPU-only TRL run
+  (``ADPOConfig(**tiny_trl_args(tmp))``), for testing reward functions and datasets.
 
 Requires the ``hf`` extra (``transformers``, ``tokenizers``).
 """
 
 from __future__ import annotations
 
-__all__ = ["CHARSET", "char_tokenizer", "tiny_qwen3"]
+import os
+from typing import Any
+
+__all__ = ["CHARSET", "char_tokenizer", "tiny_qwen3", "tiny_trl_args"]
 
 #: every character the tiny tokenizer knows (digits, operators, a little text)
 CHARSET = "0123456789+-*=()?., abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ:;!\n#\\{}_^/"
@@ -98,3 +103,31 @@ def tiny_qwen3(
     model.generation_config.eos_token_id = eos_token_id
     model.generation_config.bos_token_id = bos_token_id
     return model
+
+
+def tiny_trl_args(output_dir: str | os.PathLike[str], **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of a small, fast, CPU-only TRL run; ``overrides`` win.
+
+    G = 4, 8 completions per micro-batch (two groups), 3 completion tokens, 2 steps at a
+    constant lr 1e-2, no checkpoints, no reporting, no bf16, no progress bar. Works for
+    :class:`~adpo.trainers.ADPOConfig`, :class:`~adpo.trainers.OPOConfig` and TRL's
+    ``GRPOConfig`` alike.
+    """
+    return {
+        "output_dir": str(output_dir),
+        "num_generations": 4,
+        "per_device_train_batch_size": 8,
+        "max_completion_length": 3,
+        "max_steps": 2,
+        "logging_steps": 1,
+        "learning_rate": 1e-2,
+        "lr_scheduler_type": "constant",
+        "save_strategy": "no",
+        "report_to": [],
+        "bf16": False,
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "gradient_checkpointing": False,
+        "seed": 0,
+        **overrides,
+    }

@@ -15,7 +15,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from adpo.testing import char_tokenizer, tiny_qwen3
+from adpo.testing import char_tokenizer, tiny_qwen3, tiny_trl_args
 from adpo.trainers import ADPOConfig, ADPOTrainer, OPOConfig, OPOTrainer, grpo_fields
 from adpo.trainers.online import aggregate_rewards
 
@@ -25,33 +25,9 @@ PAIRS = {"adpo": (ADPOConfig, ADPOTrainer), "opo": (OPOConfig, OPOTrainer)}
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guides" / "grpo-to-adpo.md"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _args(out, **kw):
-    args = dict(
-        output_dir=str(out),
-        num_generations=4,
-        per_device_train_batch_size=8,
-        max_completion_length=4,
-        max_steps=2,
-        logging_steps=1,
-        learning_rate=1e-2,
-        save_strategy="no",
-        report_to=[],
-        bf16=False,
-        use_cpu=True,
-        disable_tqdm=True,
-        gradient_checkpointing=False,
-        seed=0,
-    )
-    args.update(kw)
-    return args
+    # TRL's default schedule (linear), as a GRPO user's run has
+    return tiny_trl_args(out, **{"max_completion_length": 4, "lr_scheduler_type": "linear", **kw})
 
 
 def _rows(n: int = 16, conversational: bool = False) -> list[dict]:

@@ -24,17 +24,6 @@ from adpo.experiments.bandits import (
     win_mass,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The benchmark runs single-threaded (tiny matrices); so do its tests, which keeps
-    them fast on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 N_DRAWS = (400, 250, 4)  # 400k observations: binomial/quantile tolerances below are ≥ 4σ
 
 

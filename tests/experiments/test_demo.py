@@ -13,6 +13,11 @@ def test_demo_short_run_writes_summary_and_plot(tmp_path):
             "--n-train", "64", "--n-test", "16", "--prompts-per-step", "2", "--num-generations", "4",
             "--no-progress"]  # fmt: skip
     assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "details.json",
+        "reward_curve.png",
+        "summary.json",
+    ]
     s = json.loads((out / "summary.json").read_text())
     keys = {"loss", "accuracy_before", "accuracy_after", "reward_curve", "steps", "train_time_s"}
     assert set(s) == keys  # exactly the documented keys; the rest goes to details.json

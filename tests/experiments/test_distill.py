@@ -28,16 +28,6 @@ REPO = Path(__file__).resolve().parents[2]
 COMMITTED_TEACHERS = REPO / "results" / "distill" / "teachers"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread, as the benchmark runs: on two shared cores, OpenMP regions of
-    tiny ops wait for busy cores (12 ms for a 64×16 softmax at load 4, 9 µs on one thread)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny_teacher() -> Teacher:
     """An untrained SAC policy on Hopper-v5 (16-16 nets): fast, with real SB3 modules."""

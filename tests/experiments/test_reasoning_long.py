@@ -163,6 +163,8 @@ def test_tiny_run_writes_every_objective_and_experiment(tiny_run):
     ]
     assert [int(c["step"]) for c in grpo if c["heldout_accuracy"]] == [0, 2, 4]
     assert all(c["grad_norm"] not in ("", "nan") for c in grpo if not c["heldout_accuracy"])
+    # results only: TRL's scratch output_dir is not left beside them
+    assert not [p.name for p in out.iterdir() if p.is_dir()]
     s = json.loads((out / "summary.json").read_text())
     assert set(s["per_objective"]) == {"long", "ood"}
     assert set(s["per_objective"]["long"]) == set(LOSSES)
@@ -188,13 +190,14 @@ def test_tiny_run_paired_differences_and_replot(tiny_run):
     by = {(r["experiment"], r["loss"]): float(r["entropy_late"]) for r in runs}
     d = s["paired_vs_grpo"]["long"]["opo"]["entropy_late"]["mean"]
     assert d == pytest.approx(by[("long", "opo")] - by[("long", "grpo")], abs=1e-12)
-    for f in ("summary.json", "table.md", "long_reward.png"):
+    for f in ("summary.json", "table.md", "long_reward.png", "lr_sweep.png"):
         (out / f).unlink()
     assert main(["bench", "reasoning-long", "--out", str(out), "--replot"]) == 0
     s2 = json.loads((out / "summary.json").read_text())
     same = [json.dumps(x[k], sort_keys=True) for x in (s, s2) for k in ("per_objective", "claims")]
     assert same[:2] == same[2:]
     assert (out / "long_reward.png").stat().st_size > 1000
+    assert (out / "lr_sweep.png").stat().st_size > 1000  # the quick sweep tries two lrs
 
 
 def test_cuda_device_refused_without_cuda():

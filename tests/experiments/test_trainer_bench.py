@@ -16,6 +16,7 @@ def test_quick_bench_writes_ratios_against_grpo_measured_in_the_same_run(tmp_pat
     summary = run(cfg)
     rows = {r["loss"]: r for r in summary["rows"]}
     assert set(rows) == {"grpo", "adpo-pl"}
+    assert not [p.name for p in tmp_path.iterdir() if p.is_dir()]  # no TRL output_dir left
     for r in rows.values():
         assert r["mean_completion_length"] == 16  # forced: every trainer does the same work
         assert r["generation_s"] > 0 and r["update_s"] > 0 and r["peak_memory_mb"] > 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from adpo.testing import tiny_trl_args
+
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
@@ -22,23 +24,5 @@ def tiny_setup(n_rows: int = 64, seed: int = 0, hidden_size: int = 32):
 
 
 def base_args(output_dir: str, **overrides: Any) -> dict[str, Any]:
-    """Small, fast, CPU-only TRL settings shared by the tests."""
-    args = dict(
-        output_dir=output_dir,
-        num_generations=4,
-        per_device_train_batch_size=8,
-        max_completion_length=3,
-        max_steps=2,
-        logging_steps=1,
-        learning_rate=1e-2,
-        lr_scheduler_type="constant",
-        save_strategy="no",
-        report_to=[],
-        bf16=False,
-        use_cpu=True,
-        disable_tqdm=True,
-        gradient_checkpointing=False,
-        seed=0,
-    )
-    args.update(overrides)
-    return args
+    """Small, fast, CPU-only TRL settings shared by the tests (:func:`adpo.testing.tiny_trl_args`)."""
+    return tiny_trl_args(output_dir, **overrides)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+__all__ = ["BENCHMARKS", "COMMANDS", "main"]
+
 # name -> (module, function, one-line help). Add a command by adding a line.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train-offline": (

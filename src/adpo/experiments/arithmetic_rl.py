@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from adpo._io import console, progress_bar, timer
@@ -208,9 +209,10 @@ def reinforce(
     torch.manual_seed(cfg.seed)
     model, tok = warm.model, warm.tokenizer
     G = cfg.num_generations
+    scratch = tempfile.mkdtemp(prefix="adpo-demo-")  # TRL's output_dir; nothing is saved
     args = loss_config(
         cfg.loss,
-        output_dir=str(Path(cfg.out) / "trainer") if cfg.out else "/tmp/adpo-demo",
+        output_dir=scratch,
         num_generations=G,
         per_device_train_batch_size=cfg.prompts_per_step * G,
         steps_per_generation=cfg.steps_per_generation,
@@ -252,7 +254,10 @@ def reinforce(
     )
     trainer.remove_callback(PrinterCallback)  # the progress bar replaces the per-step dicts
     elapsed = timer()
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     train_time = elapsed()
     acc_after = held_out_accuracy(cfg, model, tok, warm.test_rows)
     curve.append((cfg.steps, acc_after))

@@ -80,6 +80,18 @@ from adpo.losses import (
     sft_loss,
 )
 
+__all__ = [
+    "METHODS",
+    "SCENARIOS",
+    "BanditsConfig",
+    "Scenario",
+    "main",
+    "make_scenario",
+    "method_loss",
+    "run",
+    "win_mass",
+]
+
 # ----------------------------------------------------------------------------- scenarios
 
 Kind = Literal["heavy_noise", "dist_shift", "adv_flip", "heavy_tail", "clean"]

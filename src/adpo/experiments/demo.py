@@ -40,6 +40,8 @@ from adpo.experiments.arithmetic_rl import (
     warm_start,
 )
 
+__all__ = ["DemoConfig", "main", "run"]
+
 # the demo's flags are the shared runner's config
 DemoConfig = ArithmeticRLConfig
 

@@ -56,6 +56,8 @@ from adpo.losses import (
     opo_loss,
 )
 
+__all__ = ["METHODS", "EfficiencyConfig", "main", "run"]
+
 METHODS = ("adpo-pl", "adpo", "opo", "grpo", "gspo", "dapo")
 
 

@@ -32,6 +32,8 @@ from adpo._io import (
 )
 from adpo.metrics import mean_std
 
+__all__ = ["OfflineListwiseConfig", "main", "run"]
+
 #: name -> (target, anchor)
 VARIANTS: dict[str, tuple[str, str]] = {
     "softmax / fixed": ("softmax", "fixed"),

@@ -47,12 +47,16 @@ from adpo._io import (
     environment,
     prepare_out,
     progress_bar,
+    read_csv,
     write_csv,
     write_json,
 )
+from adpo.experiments._stats import nanmean, ratio, seed_mean_std
 from adpo.experiments.arithmetic_rl import ArithmeticRLConfig
-from adpo.metrics import mean_std
+from adpo.metrics import paired_differences
 from adpo.trainers.presets import LOSSES, Loss
+
+__all__ = ["ReasoningConfig", "main", "markdown_table", "replot", "run"]
 
 ALL_LOSSES: tuple[Loss, ...] = LOSSES
 
@@ -88,21 +92,6 @@ class ReasoningConfig:
             raise ValueError(
                 f"ReasoningConfig: `late_fraction` must lie in (0, 1], got {self.late_fraction}"
             )
-
-
-def _nanmean(xs: list[float]) -> float:
-    v = [x for x in xs if not math.isnan(x)]
-    return sum(v) / len(v) if v else math.nan
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and not math.isnan(b) else math.nan
-
-
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    """:func:`adpo.metrics.mean_std` over the seeds that have a value (NaN: none)."""
-    v = [x for x in xs if not math.isnan(x)]
-    return mean_std(v, arithmetic="numpy") if v else (math.nan, math.nan)
 
 
 def run(cfg: ReasoningConfig) -> dict[str, Any]:
@@ -145,15 +134,13 @@ def run(cfg: ReasoningConfig) -> dict[str, Any]:
                         "accuracy_final": res["accuracy_after"],
                         "accuracy_peak": max(p["accuracy"] for p in acc_curve),
                         "reward_peak": max(smooth) if smooth else math.nan,
-                        "reward_final": _nanmean(rewards[-k:]),
-                        "entropy_final": _nanmean(ps.get("entropy", [])[-late:]),
-                        "completion_length_mean": _nanmean(ps.get("completions/mean_length", [])),
-                        "grad_norm_early": _nanmean(gn[:late]),
-                        "grad_norm_late": _nanmean(gn[-late:]),
+                        "reward_final": nanmean(rewards[-k:]),
+                        "entropy_final": nanmean(ps.get("entropy", [])[-late:]),
+                        "completion_length_mean": nanmean(ps.get("completions/mean_length", [])),
+                        "grad_norm_early": nanmean(gn[:late]),
+                        "grad_norm_late": nanmean(gn[-late:]),
                         # scale-free: how much of its early gradient each objective keeps
-                        "grad_norm_late_over_early": _ratio(
-                            _nanmean(gn[-late:]), _nanmean(gn[:late])
-                        ),
+                        "grad_norm_late_over_early": ratio(nanmean(gn[-late:]), nanmean(gn[:late])),
                         "step_time_s": res["train_time_s"] / max(n, 1),
                         "train_time_s": res["train_time_s"],
                         "load_average": 0.5 * (load_before + load_after),
@@ -191,36 +178,21 @@ def run(cfg: ReasoningConfig) -> dict[str, Any]:
                 bar.advance(job)
                 # written after every run, so an interrupted bench keeps what it measured
                 write_csv(out / "runs.csv", rows)
-                write_csv(out / "curves.csv", _fill(curves))
+                write_csv(out / "curves.csv", curves)
                 console.print(
                     f"seed {seed} {loss:8s} accuracy {warm.accuracy:.3f} → {res['accuracy_after']:.3f} "
                     f"(peak {rows[-1]['accuracy_peak']:.3f}), {rows[-1]['step_time_s']:.2f} s/step, "
                     f"load {rows[-1]['load_average']:.1f}"
                 )
     write_csv(out / "runs.csv", rows)
-    write_csv(out / "curves.csv", _fill(curves))
+    write_csv(out / "curves.csv", curves)
     return _report(cfg, out, rows, curves, time.perf_counter() - t_start)
-
-
-def _read_csv(path: Path) -> list[dict[str, Any]]:
-    """Rows of a CSV this module wrote: numbers back to numbers, empty cells dropped."""
-    import csv
-
-    def num(v: str) -> Any:
-        try:
-            f = float(v)
-        except ValueError:
-            return v
-        return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
-
-    with path.open() as f:
-        return [{k: num(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
 
 
 def replot(cfg: ReasoningConfig) -> dict[str, Any]:
     """Summary, table and plots from the CSVs in ``cfg.out`` (no training)."""
     out = Path(cfg.out)
-    rows, curves = _read_csv(out / "runs.csv"), _read_csv(out / "curves.csv")
+    rows, curves = read_csv(out / "runs.csv"), read_csv(out / "curves.csv")
     if not rows:
         raise ValueError(f"adpo bench reasoning --replot: {out / 'runs.csv'} has no runs")
     losses = tuple(dict.fromkeys(r["loss"] for r in rows))
@@ -256,13 +228,6 @@ def _report(
     return summary
 
 
-def _fill(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    return [{k: r.get(k, "") for k in keys} for r in rows]
-
-
 METRICS = (
     "accuracy_final",
     "accuracy_peak",
@@ -282,7 +247,7 @@ def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) ->
     for loss in cfg.losses:
         mine = [r for r in rows if r["loss"] == loss]
         per_loss[loss] = {
-            m: dict(zip(("mean", "std"), _mean_std([r[m] for r in mine]), strict=True))
+            m: dict(zip(("mean", "std"), seed_mean_std([r[m] for r in mine]), strict=True))
             for m in METRICS
         }
         per_loss[loss]["n_seeds"] = len(mine)
@@ -296,7 +261,7 @@ def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) ->
     def ratio(a: str, b: str, metric: str) -> float | None:
         if a not in per_loss or b not in per_loss:
             return None
-        return _ratio(per_loss[a][metric]["mean"], per_loss[b][metric]["mean"])
+        return ratio(per_loss[a][metric]["mean"], per_loss[b][metric]["mean"])
 
     claims = {
         # ADPO paper: +30.9 % peak reward over GRPO (Qwen3-1.7B, MATH)
@@ -311,12 +276,12 @@ def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) ->
     }
     return {
         "per_loss": per_loss,
-        "paired_vs_grpo": _paired(cfg, rows, "grpo"),
+        "paired_vs_grpo": paired_differences(rows, PAIRED, base="grpo", by="loss", pair="seed"),
         "claims": claims,
         "accuracy_before": dict(
             zip(
                 ("mean", "std"),
-                _mean_std([r["accuracy_before"] for r in rows if r["loss"] == cfg.losses[0]]),
+                seed_mean_std([r["accuracy_before"] for r in rows if r["loss"] == cfg.losses[0]]),
                 strict=True,
             )
         ),
@@ -324,7 +289,7 @@ def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) ->
         "command": command_line(),
         "environment": environment(),
         "wall_time_s": wall,
-        "load_average_mean": _nanmean([r["load_average"] for r in rows]),
+        "load_average_mean": nanmean([r["load_average"] for r in rows]),
     }
 
 
@@ -347,32 +312,6 @@ def _cells(m: dict[str, Any]) -> list[str]:
 
 
 PAIRED = ("accuracy_final", "accuracy_peak", "reward_peak", "reward_final")
-
-
-def _paired(cfg: ReasoningConfig, rows: list[dict[str, Any]], base: str) -> dict[str, Any]:
-    """Per seed, objective minus ``base`` (same warm start): mean ± std over the seeds both ran.
-
-    The warm start differs a lot between seeds, so these paired differences say more
-    than the objectives' own mean ± std.
-    """
-    by = {(r["loss"], r["seed"]): r for r in rows}
-    paired: dict[str, Any] = {}
-    for loss in cfg.losses:
-        seeds = [sd for sd in cfg.seeds if (loss, sd) in by and (base, sd) in by]
-        if loss == base or not seeds:
-            continue
-        paired[loss] = {
-            m: dict(
-                zip(
-                    ("mean", "std"),
-                    _mean_std([by[(loss, sd)][m] - by[(base, sd)][m] for sd in seeds]),
-                    strict=True,
-                )
-            )
-            for m in PAIRED
-        }
-        paired[loss]["n_seeds"] = len(seeds)
-    return paired
 
 
 def _print_table(summary: dict[str, Any]) -> None:

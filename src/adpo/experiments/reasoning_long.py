@@ -50,6 +50,8 @@ import json
 import math
 import os
 import shlex
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -57,11 +59,30 @@ from typing import Any, Literal
 
 import tyro
 
-from adpo._io import command_line, console, environment, prepare_out, timer, write_csv, write_json
-from adpo.experiments.reasoning import _fill, _mean_std, _nanmean, _ratio, _read_csv
+from adpo._io import (
+    command_line,
+    console,
+    environment,
+    prepare_out,
+    read_csv,
+    timer,
+    write_csv,
+    write_json,
+)
+from adpo.experiments._stats import nanmean, ratio, seed_mean_std
+from adpo.metrics import paired_differences
 from adpo.trainers.presets import LOSSES, Loss
 
-__all__ = ["ReasoningLongConfig", "detect_collapse", "main", "run"]
+__all__ = [
+    "QUICK",
+    "ReasoningLongConfig",
+    "detect_collapse",
+    "main",
+    "markdown_table",
+    "replot",
+    "run",
+    "train_one",
+]
 
 Experiment = Literal["long", "ood"]
 
@@ -524,9 +545,10 @@ def train_one(
     eval_tier = cfg.train_tier if experiment == "long" else cfg.ood_tier
     rows = data.train_rows if experiment == "long" else data.ood_train_rows
     G = cfg.num_generations
+    scratch = tempfile.mkdtemp(prefix="adpo-reasoning-long-")  # TRL's output_dir; nothing is saved
     args = loss_config(
         loss,
-        output_dir=str(Path(cfg.out) / "trainer"),
+        output_dir=scratch,
         num_generations=G,
         per_device_train_batch_size=cfg.prompts_per_step * G,
         steps_per_generation=cfg.steps_per_generation,
@@ -563,7 +585,10 @@ def train_one(
     )
     trainer.remove_callback(PrinterCallback)
     elapsed = timer()
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     train_time = elapsed()
     final = {t: accuracy(cfg, model, tok, r, t) for t, r in data.test.items()}
     curve.append((steps, final[eval_tier]))
@@ -613,24 +638,24 @@ def summarize_run(cfg: ReasoningLongConfig, res: dict[str, Any]) -> dict[str, An
     out = {
         "accuracy_peak": max(accs) if accs else math.nan,
         "accuracy_final": res["accuracy_curve"][-1][1],
-        "accuracy_late_mean": _nanmean(half),
-        "reward_first": _nanmean(rounds[:k]),
+        "accuracy_late_mean": nanmean(half),
+        "reward_first": nanmean(rounds[:k]),
         "reward_peak": col["peak"],
-        "reward_final": _nanmean(rounds[-k:]),
+        "reward_final": nanmean(rounds[-k:]),
         "collapsed": int(col["collapsed"]),
         "collapse_step": (col["index"] * spg + 1) if col["collapsed"] else math.nan,
-        "length_early": _nanmean(ps["length"][:late]),
-        "length_late": _nanmean(ps["length"][-late:]),
-        "truncated_frac_late": _nanmean(ps["truncated_frac"][-late:]),
-        "entropy_early": _nanmean(ps["entropy"][:late]),
-        "entropy_late": _nanmean(ps["entropy"][-late:]),
-        "grad_norm_early": _nanmean(gn[:late]),
-        "grad_norm_late": _nanmean(gn[-late:]),
-        "grad_norm_late_over_early": _ratio(_nanmean(gn[-late:]), _nanmean(gn[:late])),
-        "grad_efficiency_early": _nanmean(ge[:late]),
-        "grad_efficiency_late": _nanmean(ge[-late:]),
-        "grad_efficiency_late_over_early": _ratio(_nanmean(ge[-late:]), _nanmean(ge[:late])),
-        "clip_frac_mean": _nanmean(ps["clip_frac"]),
+        "length_early": nanmean(ps["length"][:late]),
+        "length_late": nanmean(ps["length"][-late:]),
+        "truncated_frac_late": nanmean(ps["truncated_frac"][-late:]),
+        "entropy_early": nanmean(ps["entropy"][:late]),
+        "entropy_late": nanmean(ps["entropy"][-late:]),
+        "grad_norm_early": nanmean(gn[:late]),
+        "grad_norm_late": nanmean(gn[-late:]),
+        "grad_norm_late_over_early": ratio(nanmean(gn[-late:]), nanmean(gn[:late])),
+        "grad_efficiency_early": nanmean(ge[:late]),
+        "grad_efficiency_late": nanmean(ge[-late:]),
+        "grad_efficiency_late_over_early": ratio(nanmean(ge[-late:]), nanmean(ge[:late])),
+        "clip_frac_mean": nanmean(ps["clip_frac"]),
         "step_time_s": res["train_time_s"] / max(n, 1),
         "train_time_s": res["train_time_s"],
     }
@@ -683,7 +708,7 @@ def run(cfg: ReasoningLongConfig, *, command: str | None = None) -> dict[str, An
         for s, a in res["accuracy_curve"]:
             curves.append({**tag, "step": s, "heldout_accuracy": a})
         write_csv(out / "runs.csv", rows)
-        write_csv(out / "curves.csv", _fill(curves))
+        write_csv(out / "curves.csv", curves)
         console.print(
             f"{phase:5s} {experiment:4s} seed {data.seed} {loss:8s} lr {lr:.0e}: accuracy "
             f"{row['accuracy_before']:.3f} → {row['accuracy_final']:.3f} (peak {row['accuracy_peak']:.3f}), "
@@ -732,7 +757,7 @@ def run(cfg: ReasoningLongConfig, *, command: str | None = None) -> dict[str, An
 def replot(cfg: ReasoningLongConfig, *, command: str | None = None) -> dict[str, Any]:
     """Summary, table and plots from the CSVs in ``cfg.out`` (no training)."""
     out = Path(cfg.out)
-    rows, curves = _read_csv(out / "runs.csv"), _read_csv(out / "curves.csv")
+    rows, curves = read_csv(out / "runs.csv"), read_csv(out / "curves.csv")
     if not rows:
         raise ValueError(f"adpo bench reasoning-long --replot: {out / 'runs.csv'} has no runs")
     prev_path = out / "summary.json"
@@ -801,7 +826,7 @@ def _summarize(cfg: ReasoningLongConfig, rows: list[dict], provenance: dict) -> 
                 m: dict(
                     zip(
                         ("mean", "std"),
-                        _mean_std([float(r.get(m, math.nan)) for r in rs]),
+                        seed_mean_std([float(r.get(m, math.nan)) for r in rs]),
                         strict=True,
                     )
                 )
@@ -810,25 +835,7 @@ def _summarize(cfg: ReasoningLongConfig, rows: list[dict], provenance: dict) -> 
             per[exp][loss]["n_seeds"] = len(rs)
             per[exp][loss]["n_collapsed"] = int(sum(r["collapsed"] for r in rs))
             per[exp][loss]["lr"] = rs[0]["lr"]
-        by = {(r["loss"], r["seed"]): r for r in mine}
-        paired[exp] = {}
-        for loss in cfg.losses:
-            seeds = [s for s in cfg.seeds if (loss, s) in by and ("grpo", s) in by]
-            if loss == "grpo" or not seeds:
-                continue
-            paired[exp][loss] = {
-                m: dict(
-                    zip(
-                        ("mean", "std"),
-                        _mean_std(
-                            [float(by[(loss, s)][m]) - float(by[("grpo", s)][m]) for s in seeds]
-                        ),
-                        strict=True,
-                    )
-                )
-                for m in PAIRED
-            }
-            paired[exp][loss]["n_seeds"] = len(seeds)
+        paired[exp] = paired_differences(mine, PAIRED, base="grpo", by="loss", pair="seed")
     sweep = [
         {
             k: r[k]
@@ -885,10 +892,10 @@ def _summarize(cfg: ReasoningLongConfig, rows: list[dict], provenance: dict) -> 
             loss: diff("ood", loss, "accuracy_final") for loss in cfg.losses if loss != "grpo"
         },
         # OPO fig. 8: sequence-level objectives keep more entropy than token-level ones
-        "entropy_late_sequence_level_mean": _nanmean(
+        "entropy_late_sequence_level_mean": nanmean(
             [v for k, v in ent.items() if k in seq and v is not None]
         ),
-        "entropy_late_token_level_mean": _nanmean(
+        "entropy_late_token_level_mean": nanmean(
             [v for k, v in ent.items() if k in tok and v is not None]
         ),
     }
@@ -986,6 +993,9 @@ def _report(cfg, out: Path, rows, curves, provenance) -> dict[str, Any]:
     (out / "command.txt").write_text(summary["command"] + "\n")
     if cfg.plot:
         _plots(cfg, [c for c in curves if c.get("phase") == "main"], out)
+        sweep = [r for r in rows if r.get("phase") == "sweep"]
+        if len({r["lr"] for r in sweep}) > 1:
+            _sweep_plot(cfg, sweep, out)
     console.print(markdown_table(summary))
     console.print(
         f"wrote {out}/runs.csv, curves.csv, summary.json, table.md, command.txt"
@@ -1087,6 +1097,41 @@ def _plots(cfg: ReasoningLongConfig, curves: list[dict[str, Any]], out: Path) ->
         fig.tight_layout()
         fig.savefig(out / f"{exp}_grad_vs_reward.png", dpi=110)
         plt.close(fig)
+
+
+def _sweep_plot(cfg: ReasoningLongConfig, sweep: list[dict[str, Any]], out: Path) -> None:
+    """``lr_sweep.png``: per objective, late held-out accuracy and late completion length
+    against the learning rate (collapsed runs marked ×): where each objective breaks, and how."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    panels = (
+        ("accuracy_late_mean", "late held-out accuracy"),
+        ("length_late", "late length (tokens)"),
+    )
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for i, loss in enumerate(cfg.losses):
+            rs = sorted((float(r["lr"]), r) for r in sweep if r["loss"] == loss)
+            if not rs:
+                continue
+            lrs = [lr for lr, _ in rs]
+            ax.plot(lrs, [float(r[key]) for _, r in rs], "o-", color=f"C{i}", label=loss, ms=4)
+            bad = [(lr, float(r[key])) for lr, r in rs if int(r["collapsed"])]
+            if bad:
+                ax.plot(*zip(*bad, strict=True), "x", color=f"C{i}", ms=11, mew=2)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel(label)
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.suptitle(
+        f"learning-rate sweep, long horizon, seed {cfg.sweep_seed} (×: collapsed)", fontsize=10
+    )
+    fig.tight_layout()
+    fig.savefig(out / "lr_sweep.png", dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,8 @@ from adpo.losses import (
     sft_loss,
 )
 
+__all__ = ["SaturationConfig", "main", "run"]
+
 REPORT_P = (0.6, 0.9, 0.99, 0.999)
 
 

@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -195,9 +197,10 @@ def measure(cfg: TrainerBenchConfig, loss: str) -> dict[str, Any]:
     def reward(completions: list[str], **kw: Any) -> list[float]:
         return [(sum(map(ord, c)) % 11) / 10 for c in completions]  # dense, deterministic
 
+    scratch = tempfile.mkdtemp(prefix=f"adpo-bench-{loss}-")  # TRL's output_dir; nothing is saved
     args = loss_config(
         loss,
-        output_dir=str(Path(cfg.out) / "trainer" / loss),
+        output_dir=scratch,
         num_generations=G,
         per_device_train_batch_size=cfg.prompts_per_step * G,
         max_completion_length=cfg.completion_length,
@@ -237,7 +240,10 @@ def measure(cfg: TrainerBenchConfig, loss: str) -> dict[str, Any]:
     clock.wrap(trainer, "_get_per_token_logps_and_entropies", "logprob_passes", only_no_grad=True)
     if cfg.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     lengths = [
         h["completions/mean_length"]
         for h in trainer.state.log_history

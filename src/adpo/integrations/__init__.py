@@ -4,3 +4,5 @@
 are :mod:`adpo.trainers` (``adpo.integrations.trl`` re-exports them for old imports).
 This package imports nothing heavy on its own.
 """
+
+__all__ = []  # each integration is a subpackage, imported on its own

@@ -10,7 +10,9 @@ prompts); one reward per completion, ``None`` where a reward does not apply (TRL
 leaves the completion out of the group baseline).
 
 * :func:`math_reward` — answers checked with ``math-verify`` against a MATH-style
-  ``solution`` column (the gold answer is the solution's last ``\\boxed{…}``).
+  ``solution`` column (the gold answer is the solution's last ``\\boxed{…}``);
+  :func:`parse_gold` checks a dataset's solutions parse before training, and
+  :func:`extract_boxed` / :func:`extract_boxed_all` read the boxed answers of a text.
 * :func:`exact_match_reward` — normalised string equality with an ``answer`` column.
 * :func:`arithmetic_reward` — the integer answer of :class:`adpo.data.arithmetic.ArithmeticTask`.
 * :func:`chain_arithmetic_reward` — the boxed integer after the worked scratchpad of
@@ -34,7 +36,8 @@ from adpo.rewards.basic import (
     normalize_answer,
 )
 from adpo.rewards.guard import GuardedReward, guard_reward, guard_reward_funcs
-from adpo.rewards.math import extract_boxed, math_reward
+from adpo.rewards.math import extract_boxed, math_reward, parse_gold
+from adpo.rewards.text import extract_boxed_all
 
 __all__ = [
     "FormatReward",
@@ -45,9 +48,11 @@ __all__ = [
     "completion_text",
     "exact_match_reward",
     "extract_boxed",
+    "extract_boxed_all",
     "extract_boxed_integer",
     "guard_reward",
     "guard_reward_funcs",
     "math_reward",
     "normalize_answer",
+    "parse_gold",
 ]
