@@ -181,8 +181,9 @@ def test_tiny_run_writes_every_objective_and_experiment(tiny_run):
             assert (out / f"{exp}_{png}.png").stat().st_size > 1000
 
 
-def test_tiny_run_paired_differences_and_replot(tiny_run):
+def test_tiny_run_paired_differences_and_replot(tiny_run, monkeypatch):
     from adpo.cli import main
+    from adpo.experiments import reasoning_long
 
     out = tiny_run
     runs = [r for r in csv.DictReader((out / "runs.csv").open()) if r["phase"] == "main"]
@@ -198,6 +199,10 @@ def test_tiny_run_paired_differences_and_replot(tiny_run):
     assert same[:2] == same[2:]
     assert (out / "long_reward.png").stat().st_size > 1000
     assert (out / "lr_sweep.png").stat().st_size > 1000  # the quick sweep tries two lrs
+    # a replot over a summary keeps the run's environment (threads, versions), not its own
+    monkeypatch.setattr(reasoning_long, "environment", lambda: {"replot": "machine"})
+    assert main(["bench", "reasoning-long", "--out", str(out), "--replot"]) == 0
+    assert json.loads((out / "summary.json").read_text())["environment"] == s2["environment"]
 
 
 def test_cuda_device_refused_without_cuda():

@@ -770,7 +770,9 @@ def replot(cfg: ReasoningLongConfig, *, command: str | None = None) -> dict[str,
         experiments=tuple(dict.fromkeys(r["experiment"] for r in main_rows)),
     )
     provenance = {
-        k: prev[k] for k in ("wall_time_s", "load_average_start", "load_average_end") if k in prev
+        k: prev[k]
+        for k in ("wall_time_s", "load_average_start", "load_average_end", "environment")
+        if k in prev
     }
     provenance["chosen_lr"] = {r["loss"]: r["lr"] for r in main_rows}
     this = command or command_line()
