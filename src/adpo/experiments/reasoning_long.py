@@ -1067,8 +1067,8 @@ def _plots(cfg: ReasoningLongConfig, curves: list[dict[str, Any]], out: Path) ->
         panel(exp, "entropy", "policy entropy (nats/token)", "entropy", smooth=9)
         panel(exp, "grad_norm", "gradient norm (before clipping)", "grad_norm", smooth=9)
         panel(exp, "grad_efficiency", "gradient response efficiency", "grad_efficiency", smooth=9)
-        # OPO fig. 7a: gradient norm against mean reward (binned), each relative to its own
-        # mean so objectives with different loss scales share one axis
+        # OPO fig. 7a: gradient norm against mean reward (binned), each objective relative to
+        # its own mean (all seeds pooled) so objectives with different loss scales share one axis
         fig, ax = plt.subplots(figsize=(6.4, 4))
         for i, loss in enumerate(cfg.losses):
             pts = [
@@ -1093,7 +1093,7 @@ def _plots(cfg: ReasoningLongConfig, curves: list[dict[str, Any]], out: Path) ->
             ys = [gn[idx == b].mean() for b in range(10) if (idx == b).sum() >= 3]
             ax.plot(xs, ys, "o-", label=loss, color=f"C{i}", ms=3)
         ax.set_xlabel("mean training reward of the step")
-        ax.set_ylabel("gradient norm / its run mean")
+        ax.set_ylabel("gradient norm / the objective's mean (all seeds)")
         ax.set_title(f"{exp}: gradient norm against reward (binned)", fontsize=10)
         ax.legend(frameon=False, fontsize=8)
         fig.tight_layout()
