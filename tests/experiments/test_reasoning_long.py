@@ -212,3 +212,15 @@ def test_cuda_device_refused_without_cuda():
         pytest.skip("CUDA is available here")
     with pytest.raises(ValueError, match="`device`"):
         ReasoningLongConfig(device="cuda")
+
+
+def test_seed_band_cuts_to_the_shortest_seed_and_smooths():
+    from adpo.experiments._stats import seed_band
+
+    a = [(1, 0.0), (2, 2.0), (3, 4.0), (4, 6.0)]
+    b = [(1, 2.0), (2, 4.0), (3, 6.0)]  # one point fewer: the band stops at step 3
+    steps, mu, sd = seed_band([a, b])
+    assert steps.tolist() == [1, 2, 3] and mu.tolist() == [1.0, 3.0, 5.0]
+    assert sd.tolist() == [1.0, 1.0, 1.0]  # population std over the two seeds
+    steps, mu, _ = seed_band([a, b], smooth=2)  # 2-point moving mean, from the 2nd point
+    assert steps.tolist() == [2, 3] and mu.tolist() == [2.0, 4.0]

@@ -1,8 +1,11 @@
-"""Small NaN-aware summaries shared by the reasoning benchmarks (NaN: not measured)."""
+"""Small NaN-aware summaries shared by the reasoning benchmarks (NaN: not measured), and
+the seed band their curve plots draw."""
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from adpo.metrics import mean_std
 
@@ -21,3 +24,22 @@ def ratio(a: float, b: float) -> float:
 def seed_mean_std(xs: list[float]) -> tuple[float, float]:
     """:func:`adpo.metrics.mean_std` over the seeds that have a value (NaN: none)."""
     return mean_std(xs, skip_nan=True) if xs else (math.nan, math.nan)
+
+
+def seed_band(
+    per_seed: list[list[tuple[float, float]]], smooth: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean ± std over seeds of ``(step, value)`` curves, for a plot's line and band.
+
+    The curves are cut to the shortest one (seeds that logged fewer points), each is
+    smoothed by a ``smooth``-point moving mean when it is long enough, and the steps are the
+    first curve's. Returns ``(steps, mean, std)``, each ``(n,)``.
+    """
+    n = min(len(p) for p in per_seed)
+    steps = np.array([p[0] for p in per_seed[0][:n]])
+    vals = np.array([[v for _, v in p[:n]] for p in per_seed])  # (seeds, n)
+    if smooth > 1 and n >= smooth:
+        kernel = np.ones(smooth) / smooth
+        vals = np.stack([np.convolve(v, kernel, mode="valid") for v in vals])
+        steps = steps[smooth - 1 :]
+    return steps, vals.mean(0), vals.std(0)

@@ -51,7 +51,7 @@ from adpo._io import (
     write_csv,
     write_json,
 )
-from adpo.experiments._stats import nanmean, ratio, seed_mean_std
+from adpo.experiments._stats import nanmean, ratio, seed_band, seed_mean_std
 from adpo.experiments.arithmetic_rl import ArithmeticRLConfig
 from adpo.metrics import paired_differences
 from adpo.trainers.presets import LOSSES, Loss
@@ -352,7 +352,6 @@ def _plots(cfg: ReasoningConfig, curves: list[dict[str, Any]], out: Path) -> Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     def panel(key: str, ylabel: str, path: Path, smooth: int = 1) -> None:
         fig, ax = plt.subplots(figsize=(6.4, 4))
@@ -371,14 +370,7 @@ def _plots(cfg: ReasoningConfig, curves: list[dict[str, Any]], out: Path) -> Non
                     per_seed.append(pts)
             if not per_seed:
                 continue
-            n = min(len(p) for p in per_seed)
-            steps = np.array([p[0] for p in per_seed[0][:n]])
-            vals = np.array([[v for _, v in p[:n]] for p in per_seed])  # (seeds, n)
-            if smooth > 1 and n >= smooth:
-                kernel = np.ones(smooth) / smooth
-                vals = np.stack([np.convolve(v, kernel, mode="valid") for v in vals])
-                steps = steps[smooth - 1 :]
-            mu, sd = vals.mean(0), vals.std(0)
+            steps, mu, sd = seed_band(per_seed, smooth)
             ax.plot(steps, mu, label=loss, color=f"C{i}", lw=2 if loss.startswith("adpo") else 1.4)
             ax.fill_between(steps, mu - sd, mu + sd, color=f"C{i}", alpha=0.12)
         ax.set_xlabel("RL optimizer step")

@@ -69,7 +69,7 @@ from adpo._io import (
     write_csv,
     write_json,
 )
-from adpo.experiments._stats import nanmean, ratio, seed_mean_std
+from adpo.experiments._stats import nanmean, ratio, seed_band, seed_mean_std
 from adpo.metrics import paired_differences
 from adpo.trainers.presets import LOSSES, Loss
 
@@ -1037,14 +1037,7 @@ def _plots(cfg: ReasoningLongConfig, curves: list[dict[str, Any]], out: Path) ->
             per_seed = series(exp, loss, key)
             if not per_seed:
                 continue
-            n = min(len(p) for p in per_seed)
-            steps = np.array([p[0] for p in per_seed[0][:n]])
-            vals = np.array([[v for _, v in p[:n]] for p in per_seed])  # (seeds, n)
-            if smooth > 1 and n >= smooth:
-                kernel = np.ones(smooth) / smooth
-                vals = np.stack([np.convolve(v, kernel, mode="valid") for v in vals])
-                steps = steps[smooth - 1 :]
-            mu, sd = vals.mean(0), vals.std(0)
+            steps, mu, sd = seed_band(per_seed, smooth)
             ax.plot(
                 steps, mu, label=loss, color=f"C{i}", lw=2 if loss in ("adpo-pl", "opo") else 1.3
             )
