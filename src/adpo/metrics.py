@@ -312,6 +312,6 @@ def paired_differences(
             ]
             mean, std = mean_std(d, arithmetic=arithmetic, skip_nan=True)
             entry[m] = {"mean": mean, "std": std}
-        entry[f"n_{pair}s"] = len(common)
+        entry[count] = len(common)
         out[g] = entry
     return out
