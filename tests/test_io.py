@@ -22,3 +22,26 @@ def test_write_csv_takes_ragged_rows_and_read_csv_gives_them_back(tmp_path):
 def test_write_csv_refuses_no_rows(tmp_path):
     with pytest.raises(ValueError, match="no rows"):
         write_csv(tmp_path / "x.csv", [])
+
+
+def test_environment_records_the_code_version_and_the_libraries_asked_for():
+    import subprocess
+    from pathlib import Path
+
+    from adpo import __version__
+    from adpo._io import environment
+
+    env = environment(libraries=("numpy", "no-such-distribution-adpo"))
+    assert env["adpo"] == __version__
+    assert env["numpy"] == __import__("numpy").__version__
+    assert env["no-such-distribution-adpo"] == "not installed"
+    import adpo
+
+    root = Path(__file__).resolve().parents[1]
+    if (root / ".git").exists() and Path(adpo.__file__).resolve().is_relative_to(root):
+        # adpo runs from this checkout: the commit is git's own answer
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        assert env["commit"] == head and len(head) == 40
+        assert isinstance(env["dirty"], bool)

@@ -63,12 +63,68 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
-def environment() -> dict[str, str]:
+def code_version() -> dict[str, Any]:
+    """adpo's version and, when it runs from a git checkout, the commit and whether it was dirty.
+
+    ``{"adpo": "0.1.0", "commit": "<40 hex>" | None, "dirty": bool | None}``. ``commit`` is
+    None for an installed wheel (no checkout around the package) or where ``git`` is
+    missing; ``dirty`` says whether a *tracked* file differed from that commit (untracked
+    files, such as the results a run is writing, do not count).
+    """
+    import subprocess
+
+    from adpo import __version__
+
+    root = Path(__file__).resolve().parents[2]  # src/adpo/_io.py → the checkout
+    commit: str | None = None
+    dirty: bool | None = None
+    if (root / ".git").exists() and (root / "pyproject.toml").is_file():
+        try:
+            git = ["git", "-C", str(root)]
+            commit = subprocess.run(
+                [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
+            status = subprocess.run(
+                [*git, "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout
+            dirty = bool(status.strip())
+        except (OSError, subprocess.SubprocessError):
+            commit, dirty = None, None
+    return {"adpo": __version__, "commit": commit, "dirty": dirty}
+
+
+def library_versions(names: Iterable[str]) -> dict[str, str]:
+    """``{distribution: version}`` of installed packages; "not installed" for the others."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def environment(libraries: Iterable[str] = ()) -> dict[str, Any]:
+    """Provenance of a result: code version, Python, torch, ``libraries``, machine, threads.
+
+    Every benchmark summary records this under ``"environment"``, so a reader knows which
+    code (adpo version, git commit, dirty tree) and which versions of the libraries the
+    benchmark drives (``libraries``: distribution names, e.g. ``("transformers", "trl")``)
+    produced the numbers. ``adpo env`` prints the same version string and commit.
+    """
     import torch
 
     return {
+        **code_version(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        **library_versions(libraries),
         "machine": platform.machine(),
         "threads": str(torch.get_num_threads()),
     }
