@@ -14,6 +14,7 @@ Shapes: ``B`` prompts, ``G`` candidates, ``T`` tokens (see ``adpo.losses._common
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -110,9 +111,18 @@ def opo_loss(
     ``A = group_advantages(rewards)``; ω̂ from :func:`escort_weights`. ``x`` is the
     sequence log-ratio ``Δ = logps − ref_logps`` (``ratio="log"``, the paper's LLM
     surrogate, §5.1) or the exact ratio deviation ``v = e^Δ − 1`` (``ratio="exact"``, eq.
-    14) with the positivity safeguard ``v ≥ −1 + eps`` (§6.5 (ii)). The minimiser in ``x``
-    is ``ω̂/μ`` (theorem 3.4). The expectation under π_k is the plain average over
+    14). The minimiser in ``x`` is ``ω̂/μ`` (theorem 3.4). The expectation under π_k is the plain average over
     counted candidates: the samples come from the anchor (on-policy, §8).
+
+    Positivity safeguard (§6.5 (ii), ``ratio="exact"`` only): ``v = π/π_k − 1`` cannot go
+    below −1, so a target ``ω̂/μ < −1`` is unreachable and the loss would push ``Δ`` toward
+    −∞ for ever. As §6.5 says, the *target* is clipped: ``ω̂`` is replaced by
+    ``max(ω̂, −μ·(1 − eps))``, so the minimiser is ``v* = max(ω̂/μ, −1 + eps)`` and ``Δ``
+    has a finite fixed point ``log(eps)``. Prop. 6.4's condition reads ``μ ≥ max(−ω̂)`` in
+    these coordinates and avoids any clipping (the group z-score of a group of 6 with one
+    wrong answer is ``ω̂ = −2.04``: μ = 1 clips it). The fraction of clipped targets is the
+    metric ``target_clip_frac``, and a warning says so. The log surrogate needs no
+    safeguard (``Δ`` is unbounded below).
 
     Deviations said plainly:
 
@@ -136,15 +146,16 @@ def opo_loss(
         ratio: ``"log"`` or ``"exact"``.
         weight_norm: ``"group" | "center" | "batch" | "none"`` (see :func:`escort_weights`).
         ref_correction: ``"none" | "token_mean" | "sequence"``.
-        eps: z-score epsilon and positivity margin.
+        eps: z-score epsilon and positivity margin (the clipped target is ``−1 + eps``).
         max_log_ratio: where ``ratio="exact"`` switches to the linear continuation.
 
     Returns:
         ``LossOutput`` with metrics ``omega_mean``/``omega_abs_max`` (ω̂),
         ``target_entropy`` (entropy of the escort distribution ω̃/G over the group),
         ``anchored_entropy`` (of ``softmax(Δ)`` over the group), ``delta_abs_mean``/
-        ``delta_abs_max``, ``chi2`` (``mean v²``, the Pearson χ² estimate) and
-        ``zero_signal_frac``.
+        ``delta_abs_max``, ``chi2`` (``mean v²``, the Pearson χ² estimate),
+        ``zero_signal_frac`` and ``target_clip_frac`` (candidates whose exact-ratio target
+        the positivity safeguard clipped; 0 with ``ratio="log"``).
     """
     fn = "opo_loss"
     check_tensor(fn, "rewards", rewards)
@@ -178,13 +189,24 @@ def opo_loss(
     )
 
     delta = seq - ref_seq  # (B, G)
+    zero = torch.zeros((), dtype=delta.dtype, device=delta.device)
+    clipped = torch.zeros_like(v)
     if ratio == "log":
         x = delta
     else:
         c = torch.as_tensor(max_log_ratio, dtype=delta.dtype, device=delta.device)
-        expo = torch.where(delta <= c, delta.clamp_max(c).exp(), c.exp() * (1 + delta - c))
-        x = (expo - 1).clamp_min(-1.0 + eps)  # v = π/π_k − 1 ≥ −1 + ε
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        # v = e^Δ − 1 ≥ −1, continued linearly beyond Δ = max_log_ratio
+        x = torch.where(delta <= c, torch.expm1(delta.clamp_max(c)), c.exp() * (1 + delta - c) - 1)
+        floor = -mu * (1.0 - eps)  # §6.5 (ii): the target v* = ω̂/μ is kept ≥ −1 + ε
+        clipped = v & (w_hat < floor)  # (B, G)
+        if bool(clipped.any()):
+            warnings.warn(
+                "opo_loss: with ratio='exact', some targets ω̂/μ lie below −1, which no ratio "
+                "π/π_k ≥ 0 reaches; they are clipped to −1 + eps (OPO §6.5 (ii)). A stiffness "
+                "μ ≥ max(−ω̂) avoids this (prop. 6.4); see the metric `target_clip_frac`",
+                stacklevel=2,
+            )
+        w_hat = torch.where(clipped, torch.full_like(w_hat, floor), w_hat)
     per = torch.where(v, -w_hat * x + 0.5 * mu * x * x, zero)  # (B, G)
     loss = per.sum() / v.sum()
 
@@ -201,5 +223,6 @@ def opo_loss(
         **delta_metrics(delta, v),
         "chi2": masked_mean(ratio_dev.pow(2), v),
         "zero_signal_frac": zero_signal_groups(rewards, v).to(x.dtype).mean(),
+        "target_clip_frac": clipped.sum().to(x.dtype) / v.sum(),
     }
     return LossOutput(loss, metrics)
