@@ -105,6 +105,7 @@ def opo_loss(
     ref_correction: RefCorrection = "none",
     eps: float = 1e-6,
     max_log_ratio: float = 10.0,
+    omega: Tensor | None = None,
 ) -> LossOutput:
     """OPO loss ``mean_{b,g}[ −ω̂·x + μ/2·x² ]`` (OPO eq. 18, algorithm 1, line 8).
 
@@ -148,6 +149,12 @@ def opo_loss(
         ref_correction: ``"none" | "token_mean" | "sequence"``.
         eps: z-score epsilon and positivity margin (the clipped target is ``−1 + eps``).
         max_log_ratio: where ``ratio="exact"`` switches to the linear continuation.
+        omega: ``[B, G]`` normalised escort weights ω̂ computed elsewhere, used instead of
+            :func:`escort_weights`' ω̂ (detached; 0 outside ``valid``). For weights
+            normalised over more rows than this call sees: the online trainer computes
+            ``weight_norm="batch"`` over a whole generation round, across micro-batches and
+            processes, and passes each micro-batch its rows. ``rewards`` still give the
+            metrics (and ω̃ for ``target_entropy``).
 
     Returns:
         ``LossOutput`` with metrics ``omega_mean``/``omega_abs_max`` (ω̂),
@@ -187,6 +194,13 @@ def opo_loss(
     w_hat, w_tilde = escort_weights(
         adv, v, alpha=alpha, ref_log_weight=ref_w, weight_norm=weight_norm, eps=eps
     )
+    if omega is not None:
+        check_tensor(fn, "omega", omega)
+        if omega.shape != v.shape:
+            raise fail(fn, f"`omega` must have shape {tuple(v.shape)}, got {tuple(omega.shape)}")
+        if not bool(torch.isfinite(omega).all()):
+            raise fail(fn, "`omega` must be finite")
+        w_hat = torch.where(v, omega.detach().to(seq.dtype), torch.zeros((), dtype=seq.dtype))
 
     delta = seq - ref_seq  # (B, G)
     zero = torch.zeros((), dtype=delta.dtype, device=delta.device)

@@ -48,6 +48,10 @@ class GuardedReward:
         __name__: the wrapped function's name (TRL logs rewards under it).
         calls: completions scored so far.
         failures: completions whose reward raised or was not finite.
+        last_failed: for each sample of the last call, whether its reward failed (raised or
+            was not finite) as opposed to being ``None`` on purpose (the function's "does
+            not apply"); both reach TRL as ``None``. The online trainers read it to drop a
+            sample any function failed on.
     """
 
     def __init__(self, fn: Callable[..., list], *, name: str | None = None):
@@ -57,6 +61,7 @@ class GuardedReward:
         self.__name__ = name or _name(fn)
         self.calls = 0
         self.failures = 0
+        self.last_failed: list[bool] = []
         self._warned: set[str] = set()
 
     def _warn(self, index: int, err: str) -> None:
@@ -100,13 +105,14 @@ class GuardedReward:
                 f"reward {self.__name__!r} returned {len(values)} values for {n} completions"
             )
         out: list[float | None] = []
-        failed = 0
+        flags: list[bool] = []  # True: this sample's reward failed (not a deliberate None)
         for i, v in enumerate(values):
             if v is _FAILED:
-                failed += 1
                 out.append(None)
+                flags.append(True)
             elif v is None:
                 out.append(None)
+                flags.append(False)
             else:
                 try:
                     f = float(v)
@@ -115,12 +121,15 @@ class GuardedReward:
                     f = math.nan
                 if math.isfinite(f):
                     out.append(f)
+                    flags.append(False)
                 else:
                     self._warn(i, f"returned a non-finite value {v!r}")
-                    failed += 1
                     out.append(None)
+                    flags.append(True)
+        failed = sum(flags)
         self.calls += n
         self.failures += failed
+        self.last_failed = flags
         log_metric = kwargs.get("log_metric")
         if log_metric is not None:
             log_metric(f"rewards/{self.__name__}/failures", float(failed))
