@@ -284,13 +284,33 @@ def _hand_entropies(model, inputs) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
-def test_entropy_reward_schedule_is_the_default_and_sets_tau_per_prompt(tmp_path):
+@pytest.mark.parametrize(
+    ("coefs", "lo", "hi"),
+    [
+        ({}, 0.2, 1.5),
+        (
+            {
+                "tau": 0.6,
+                "tau_entropy_coef": 0.7,
+                "tau_wrong_coef": 1.5,
+                "tau_min": 0.65,
+                "tau_max": 1.3,
+            },
+            0.65,
+            1.3,
+        ),
+    ],
+)
+def test_entropy_reward_schedule_is_the_default_and_sets_tau_per_prompt(tmp_path, coefs, lo, hi):
     """The paper's LLM setting (§6.3): τ_b = clip(0.8·(1 + 0.2·H̄_b + 0.5·(1 − H̄_b)·(1 − R̄_b)))
-    with H̄_b the group's mean token entropy over the first reading and R̄_b its accuracy."""
+    with H̄_b the group's mean token entropy over the first reading and R̄_b its accuracy;
+    and the same formula with every coefficient changed."""
+    tau0 = coefs.get("tau", 0.8)
+    a_, b_ = coefs.get("tau_entropy_coef", 0.2), coefs.get("tau_wrong_coef", 0.5)
     tok, model, ds = tiny_setup()
     with torch.no_grad():  # a policy with context-dependent entropy (not near-uniform)
         model.model.embed_tokens.weight.mul_(6.0)
-    args = ADPOConfig(**base_args(str(tmp_path), target="softmax"))
+    args = ADPOConfig(**base_args(str(tmp_path), target="softmax"), **coefs)
     assert args.tau_schedule == "entropy_reward"
     tr = ADPOTrainer(model=model, reward_funcs=arithmetic_reward, args=args, train_dataset=ds,
                      processing_class=tok)  # fmt: skip
@@ -317,7 +337,7 @@ def test_entropy_reward_schedule_is_the_default_and_sets_tau_per_prompt(tmp_path
     ent = _hand_entropies(model, inputs).view(B, G, T)
     h = (((ent * m).sum(-1) * v).sum(-1) / ((m.sum(-1)) * v).sum(-1) / h0).clamp(0, 1)  # (B,)
     acc = (inputs["reward_correct"].view(B, G).double() * v).sum(-1) / v.sum(-1)  # (B,)
-    tau = (0.8 * (1 + 0.2 * h + 0.5 * (1 - h) * (1 - acc))).clamp(0.2, 1.5)
+    tau = (tau0 * (1 + a_ * h + b_ * (1 - h) * (1 - acc))).clamp(lo, hi)
     assert 0.05 < float(h.min()) and float(h.max()) < 0.95  # H̄ reads the sharpening
     assert (tau - tau.mean()).abs().max() > 1e-2  # per prompt: a single τ fails this test
     lp = _hand_logps(model, inputs).view(B, G, T)
