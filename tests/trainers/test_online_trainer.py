@@ -303,8 +303,8 @@ def _hand_entropies(model, inputs) -> torch.Tensor:
 )
 def test_entropy_reward_schedule_is_the_default_and_sets_tau_per_prompt(tmp_path, coefs, lo, hi):
     """The paper's LLM setting (§6.3): τ_b = clip(0.8·(1 + 0.2·H̄_b + 0.5·(1 − H̄_b)·(1 − R̄_b)))
-    with H̄_b the group's mean token entropy over the first reading and R̄_b its accuracy;
-    and the same formula with every coefficient changed."""
+    with H̄_b the group's mean token entropy over the first optimizer step's (H̄ = 1 during
+    that step) and R̄_b its accuracy; and the same formula with every coefficient changed."""
     tau0 = coefs.get("tau", 0.8)
     a_, b_ = coefs.get("tau_entropy_coef", 0.2), coefs.get("tau_wrong_coef", 0.5)
     tok, model, ds = tiny_setup()
@@ -314,13 +314,14 @@ def test_entropy_reward_schedule_is_the_default_and_sets_tau_per_prompt(tmp_path
     assert args.tau_schedule == "entropy_reward"
     tr = ADPOTrainer(model=model, reward_funcs=arithmetic_reward, args=args, train_dataset=ds,
                      processing_class=tok)  # fmt: skip
-    tr.current_gradient_accumulation_steps = 1
+    tr.current_gradient_accumulation_steps = 1  # one micro-batch per optimizer step
     first = _fixed_batch(tok, seed=0)
     with torch.no_grad():
-        tr.compute_loss(tr.model, first)  # the first reading H_0
+        tr.compute_loss(tr.model, first)  # step 0: the initial policy reads H̄ = 1
+    assert tr._metrics["train"]["tau"][-1] == pytest.approx(min(hi, tau0 * (1 + a_)), rel=1e-6)
     m0 = first["completion_mask"].double()
     h0 = float((_hand_entropies(model, first) * m0).sum() / m0.sum())
-    assert tr.entropy_reference == pytest.approx(h0, rel=1e-5)
+    tr._step = 1  # TRL's micro-step counter, as training_step advances it
 
     with torch.no_grad():  # the policy sharpens (as training would make it)
         model.model.embed_tokens.weight.mul_(2.0)
@@ -329,6 +330,7 @@ def test_entropy_reward_schedule_is_the_default_and_sets_tau_per_prompt(tmp_path
     inputs["reward_correct"] = torch.tensor([1, 0, 1, 0, 0, 1, 1, 0], dtype=torch.bool)
     with torch.no_grad():
         loss = tr.compute_loss(tr.model, inputs)
+    assert tr.entropy_reference == pytest.approx(h0, rel=1e-5)  # closed with step 0
     B, G = 2, 4
     mask = inputs["completion_mask"].bool()
     T = mask.shape[1]
@@ -735,9 +737,7 @@ def test_guarded_temperature_is_eq_12_of_the_previous_optimizer_steps_batch(tmp_
             n += float(v.sum())
         return ent / tok_n, rew / n
 
-    first = mbs[0]
-    m0 = first["completion_mask"].double()
-    h0 = float((_hand_entropies(_model_with(first["weights"], tok), first) * m0).sum() / m0.sum())
+    h0, _ = step_stats(mbs[0:2])  # H_0: the first step's whole batch
     assert tr.entropy_reference == pytest.approx(h0, rel=1e-5)
     taus, b = [1.2], None
     for t in range(1, 4):

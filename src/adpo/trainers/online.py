@@ -664,8 +664,7 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         self._round_rewards = seam.RewardHandOff()
         self._per_prompt_tau: EntropyRewardTemperature | None = None
         self._tau_schedule = self._make_tau_schedule()
-        self._entropy_ref: float | None = None  # the policy's first mean token entropy
-        self._batch_entropy_ref = 0.0  # stands in for it in an evaluation before training
+        self._entropy_ref: float | None = None  # H_0: mean token entropy of the first step
         self._step_stats: Tensor | None = None  # Σ entropy, Σ tokens, Σ reward, Σ scored
 
     # ---- models ---------------------------------------------------------------------
@@ -911,11 +910,10 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         m = mask_b.to(torch.float32)
         ent_rows = (entropies.detach().float() * m).sum(-1)  # (N,)
         tok_rows = m.sum(-1)  # (N,)
-        if self._tau_schedule is not None or self._per_prompt_tau is not None:
-            self._read_entropy_reference(ent_rows.sum(), tok_rows.sum(), store=mode == "train")
-        if self._tau_schedule is not None and mode == "train":
+        schedule = self._tau_schedule is not None or self._per_prompt_tau is not None
+        if schedule and mode == "train":
             if self._step % self.current_gradient_accumulation_steps == 0 and self._step > 0:
-                self._step_tau_schedule()  # first micro-batch of an optimizer step
+                self._close_step_stats()  # first micro-batch of an optimizer step
             v = valid.reshape(-1).to(torch.float32)
             stats = torch.stack(
                 [ent_rows.sum(), tok_rows.sum(), (inputs["raw_rewards"].float() * v).sum(), v.sum()]
@@ -994,34 +992,24 @@ class _AnchoredGroupTrainer(GRPOTrainer):
 
     # ---- schedules and checkpoints ----------------------------------------------------
 
-    def _read_entropy_reference(self, ent_sum: Tensor, tok_sum: Tensor, *, store: bool) -> float:
-        """``H_0``, the policy's first mean token entropy (every process), read once in training.
-
-        Before the first training micro-batch (an evaluation on start), the batch's own
-        mean stands in without being kept.
-        """
-        if self._entropy_ref is not None:
-            return self._entropy_ref
-        total = self.accelerator.gather(torch.stack([ent_sum, tok_sum]).double()[None]).sum(0)
-        ref = float(total[0] / total[1]) if total[1] > 0 else 0.0
-        if store:
-            self._entropy_ref = ref
-        self._batch_entropy_ref = ref
-        return ref
-
     @property
     def entropy_reference(self) -> float | None:
-        """``H_0``: the policy's mean token entropy on the first training micro-batch."""
+        """``H_0``: the policy's mean token entropy over the first optimizer step's batch.
+
+        Read from every micro-batch and process of the first step, so it does not depend on
+        how the step is cut into micro-batches; None until that step is over.
+        """
         return self._entropy_ref
 
-    def _step_tau_schedule(self) -> None:
-        """Advance the guarded schedule at the start of an optimizer step (training only).
+    def _close_step_stats(self) -> None:
+        """At the start of an optimizer step, close the previous step's statistics.
 
-        From the previous optimizer step's whole batch, every micro-batch and process:
-        ``H̄`` = :func:`adpo.schedules.policy_entropy_norm` of its mean token entropy, ``R̄``
-        its mean raw reward over scored completions. Logged as ``tau_policy_entropy`` and
-        ``tau_reward_mean`` beside ``tau``. A batch without a scored completion leaves the
-        schedule as it is.
+        From that step's whole batch (every micro-batch and process): its mean token
+        entropy ``H`` becomes the reference ``H_0`` after the first step, and the guarded
+        schedule steps on ``H̄ = policy_entropy_norm(H, H_0)`` and ``R̄``, the batch's mean
+        raw reward over scored completions (logged as ``tau_policy_entropy`` and
+        ``tau_reward_mean`` beside ``tau``). A batch without a scored completion leaves the
+        guarded schedule as it is.
         """
         stats = self._step_stats
         if stats is None:  # a process with no micro-batch yet (cannot happen in lock-step)
@@ -1029,9 +1017,13 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         total = self.accelerator.gather(stats[None]).sum(0).tolist()  # (4,)
         self._step_stats = None
         ent, tok, reward, scored = total
-        if tok <= 0 or scored <= 0:
+        if tok <= 0:
             return
-        h_bar = policy_entropy_norm(ent / tok, self._entropy_ref or 0.0)
+        if self._entropy_ref is None:
+            self._entropy_ref = ent / tok
+        if self._tau_schedule is None or scored <= 0:
+            return
+        h_bar = policy_entropy_norm(ent / tok, self._entropy_ref)
         self._tau_schedule.step(h_bar, reward / scored)
         self._metrics["train"]["tau_policy_entropy"].append(h_bar)
         self._metrics["train"]["tau_reward_mean"].append(reward / scored)
@@ -1158,7 +1150,8 @@ class ADPOTrainer(_AnchoredGroupTrainer):
         """τ of this micro-batch's groups: a float, or ``[B]`` for the entropy-reward schedule.
 
         Per group: ``H̄`` from the mean token entropy of its scored completions under the
-        current policy (this forward pass) relative to the first reading, ``R̄`` its accuracy.
+        current policy (this forward pass) relative to the first optimizer step's (1 during
+        that step, and in an evaluation before any training), ``R̄`` its accuracy.
         """
         if self._per_prompt_tau is None:
             return self.current_tau
@@ -1169,8 +1162,10 @@ class ADPOTrainer(_AnchoredGroupTrainer):
             )
         v = valid.to(torch.float32)  # (B, G)
         ent = (rows["entropy_sum"] * v).sum(-1) / (rows["token_count"] * v).sum(-1).clamp_min(1.0)
-        ref = self._entropy_ref if self._entropy_ref is not None else self._batch_entropy_ref
-        h = policy_entropy_norm(ent, ref)  # (B,)
+        if self._entropy_ref is None:  # the first optimizer step: the policy is the initial one
+            h = torch.ones_like(ent)
+        else:
+            h = policy_entropy_norm(ent, self._entropy_ref)  # (B,)
         acc = (rows["reward_correct"].to(torch.float32) * v).sum(-1) / v.sum(-1).clamp_min(1.0)
         return self._per_prompt_tau(h, acc)
 
