@@ -145,3 +145,75 @@ def test_guard_reward_funcs_guards_only_synchronous_callables():
     single = guard_reward_funcs(arithmetic_reward)  # one function → a list of one
     assert len(single) == 1 and isinstance(single[0], GuardedReward)
     assert guard_reward_funcs(single)[0] is single[0]  # guarding twice changes nothing
+
+
+class _Env:
+    """An environment that owns its answer, as TRL's ``environment_factory`` builds them."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def check(self, completion: str) -> float:
+        if self.answer is None:
+            raise RuntimeError("sandbox error")
+        return float(completion == self.answer)
+
+
+def _env_reward(completions, environments, log_extra=None, log_metric=None, **kwargs):
+    """Reads TRL's ``environments`` (one per completion); logs a column and a metric."""
+    scores = [env.check(c) for c, env in zip(completions, environments, strict=True)]
+    log_extra("checked", [f"{c}?" for c in completions])
+    log_metric("env_score", sum(scores) / len(scores))
+    return scores
+
+
+def test_guard_retry_gives_each_sample_its_own_environment_and_forwards_logs():
+    # TRL 1.16 `_calculate_rewards` passes `environments=self.environments`, a list of one
+    # environment instance per completion, beside the per-completion dataset columns
+    extra, metrics = {}, {}
+    g = guard_reward(_env_reward)
+    out = g(
+        prompts=["p"] * 4,
+        completions=["a", "b", "c", "x"],
+        completion_ids=[[1], [2], [3], [4]],
+        environments=[_Env("a"), _Env("z"), _Env(None), _Env("x")],
+        trainer_state=None,
+        log_extra=lambda column, values: extra.__setitem__(column, values),
+        log_metric=lambda name, value: metrics.__setitem__(name, value),
+    )
+    assert out == [1.0, 0.0, None, 1.0]  # sample i read environments[i]
+    assert (g.calls, g.failures) == (4, 1)
+    # one column value per completion, in batch order, None for the failed sample
+    assert extra == {"checked": ["a?", "b?", None, "x?"]}
+    # the metric once per batch: the mean of the three retried samples' values
+    assert metrics == {
+        "env_score": pytest.approx(2 / 3, abs=1e-12),
+        "rewards/_env_reward/failures": 1.0,
+    }
+
+
+def test_guard_retry_without_trl_hooks_passes_none_through():
+    seen = []
+
+    def reward(completions, log_extra=None, **kwargs):
+        seen.append(log_extra)
+        if "boom" in completions:
+            raise RuntimeError("boom")
+        return [1.0] * len(completions)
+
+    assert guard_reward(reward)(completions=["boom", "ok"]) == [None, 1.0]
+    assert seen == [None, None, None]  # no hook invented when the caller gave none
+
+
+def test_guard_warning_shortens_a_long_error_text(caplog):
+    long = "x" * 100_000
+
+    def reward(completions, **kwargs):
+        raise ValueError(f"cannot parse {completions[0]}")
+
+    with caplog.at_level("WARNING", logger="adpo.rewards"):
+        assert guard_reward(reward)(completions=[long]) == [None]
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert (
+        "(100025 characters)" in message
+    )  # "ValueError: cannot parse " + 100_000 and len(message) < 500

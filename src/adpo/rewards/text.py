@@ -81,3 +81,13 @@ def extract_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{…}`` in ``text``, or None."""
     boxes = extract_boxed_all(text)
     return boxes[-1] if boxes else None
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    """``text`` when it has at most ``limit`` characters, else its start, ``…`` and its length.
+
+    Log messages quote completions and error texts through it, so one long completion
+    cannot flood a training log.
+    """
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
