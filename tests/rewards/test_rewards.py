@@ -1,13 +1,20 @@
 """Reward functions: math-verify answers, exact match, arithmetic, format, and the guard."""
 
+import contextlib
 import functools
+import json
 import math
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
+import adpo.rewards.math as math_module
 from adpo.rewards import (
     FormatReward,
     GuardedReward,
+    MathReward,
     arithmetic_reward,
     completion_text,
     exact_match_reward,
@@ -42,6 +49,8 @@ def test_math_reward_equivalent_forms_and_wrong_answers():
 
 def test_math_reward_unparsable_gold_gives_none_not_zero():
     assert parse_gold("no answer anywhere") == []
+    assert parse_gold(r"So $\boxed{\frac{1}{2}}$.") == ["1/2", r"\frac{1}{2}"]  # as text
+    assert parse_gold(r"$100000000!$") == ["factorial(100000000)", "100000000!"]  # not evaluated
     assert math_reward([r"\boxed{1}"], ["no answer anywhere"]) == [None]
     assert math_reward([r"\boxed{1}"], [None]) == [None]
 
@@ -49,6 +58,93 @@ def test_math_reward_unparsable_gold_gives_none_not_zero():
 def test_math_reward_length_mismatch():
     with pytest.raises(ValueError, match="2 completions but 1 solutions"):
         math_reward(["a", "b"], [r"\boxed{1}"])
+
+
+def test_math_reward_options_are_validated():
+    assert math_reward.__name__ == "math_reward" and math_reward.timeout == 5.0
+    for bad in (0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="MathReward: `timeout` must be finite and > 0"):
+            MathReward(timeout=bad)
+        with pytest.raises(ValueError, match="parse_gold: `timeout` must be finite and > 0"):
+            parse_gold("1", timeout=bad)
+    for bad in ("5", True, None):
+        with pytest.raises(TypeError, match="`timeout` must be a number of seconds"):
+            MathReward(timeout=bad)
+    with pytest.raises(ValueError, match="`name` must be a non-empty string"):
+        MathReward(name="")
+
+
+class _RecordingPool:
+    """Stands in for the worker pool: records each check's deadline, answers "parses", 1.0."""
+
+    def __init__(self):
+        self.timeouts = []
+
+    @contextlib.contextmanager
+    def worker(self):
+        yield self
+
+    def call(self, name, args, *, timeout):
+        self.timeouts.append(timeout)
+        return {"_gold_parses": True, "_score": 1.0, "_gold_text": ["1", "1"]}[name]
+
+
+def test_math_reward_timeout_bounds_every_check(monkeypatch):
+    pool = _RecordingPool()
+    monkeypatch.setattr(math_module, "_POOL", pool)
+    reward = MathReward(timeout=0.25)
+    assert reward([r"\boxed{1}"] * 3, [r"\boxed{1}"] * 2 + [r"\boxed{2}"]) == [1.0] * 3
+    assert pool.timeouts == [0.25] * 5  # 2 distinct solutions, 3 completions
+    assert parse_gold("1", timeout=0.5) == ["1", "1"] and pool.timeouts[-1] == 0.5
+
+
+def test_math_reward_from_a_worker_thread_is_bounded():
+    """The completion that froze a process scores None after the deadline, from a thread.
+
+    A regression would hang the interpreter with the GIL held, so the check runs in a
+    child interpreter killed after 240 s (it needs about ten).
+    """
+    code = r"""
+    import io, json, logging, threading
+    from adpo.rewards import MathReward, parse_gold
+
+    log = io.StringIO()
+    logging.getLogger("adpo.rewards").addHandler(logging.StreamHandler(log))
+    tower = "x" * 5000 + r"\boxed{2^{2^{2^{2^{2^{100}}}}}}"  # sympy runs for minutes
+    nested = "$" + "(" * 3000 + "1" + ")" * 3000 + "$"  # parsing it: over a minute
+    reward, metrics, got = MathReward(timeout=1.0, name="mv"), {}, {}
+
+    def run():
+        got["rewards"] = reward(
+            completions=[tower, r"\boxed{2}", r"\boxed{3}", r"\boxed{1}", r"\boxed{1}"],
+            solution=[r"\boxed{2}"] * 3 + [nested] * 2,
+            log_metric=lambda name, value: metrics.__setitem__(name, value),
+        )
+        got["gold"] = parse_gold(nested, timeout=1.0)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    print(json.dumps(dict(got, timeouts=reward.timeouts, calls=reward.calls, metrics=metrics,
+                          nested=len(nested), log=log.getvalue().splitlines())))
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout)
+    # the tower and the two completions of the solution that cannot be parsed in time get
+    # None; the others are scored by the worker that replaced the killed one
+    assert got["rewards"] == [None, 1.0, 0.0, None, None]
+    assert (got["timeouts"], got["calls"]) == (3, 5)
+    assert got["metrics"] == {"rewards/mv/timeouts": 3.0}
+    assert got["gold"] == []
+    batch, gold = got["log"]
+    assert batch.startswith("mv: 3 of 5 completions get no reward: 2 checks ran past the 1 s")
+    # it quotes the first check that ran late, shortened: the solution, checked first
+    assert "(the first: solution '$((((" in batch and len(batch) < 600
+    assert batch.endswith(f"({got['nested']} characters)')")
+    assert gold.startswith("parse_gold: no answer within 1 s") and len(gold) < 600
 
 
 def test_exact_match_normalises_and_prefers_boxed():

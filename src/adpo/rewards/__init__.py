@@ -36,12 +36,13 @@ from adpo.rewards.basic import (
     normalize_answer,
 )
 from adpo.rewards.guard import GuardedReward, guard_reward, guard_reward_funcs
-from adpo.rewards.math import extract_boxed, math_reward, parse_gold
+from adpo.rewards.math import MathReward, extract_boxed, math_reward, parse_gold
 from adpo.rewards.text import extract_boxed_all
 
 __all__ = [
     "FormatReward",
     "GuardedReward",
+    "MathReward",
     "arithmetic_reward",
     "boxed_integer_score",
     "chain_arithmetic_reward",
