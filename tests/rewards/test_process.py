@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from adpo.rewards._process import Worker, WorkerError, WorkerPool
+from adpo.rewards._process import LATE, Worker, WorkerError, WorkerPool
 
 # Seconds a child Python (which imports adpo and starts workers) may take before the
 # test counts it as hung: far above the seconds it needs on a loaded 2-core machine.
@@ -54,6 +54,25 @@ def test_worker_past_the_deadline_is_killed_and_replaced():
         with pytest.raises(ProcessLookupError):  # killed and reaped
             os.kill(first, 0)
         assert w.call("sleep", (0,), timeout=WATCHDOG) is None and w.pid not in (None, first)
+    finally:
+        w.close()
+
+
+def test_worker_map_answers_a_batch_from_one_child():
+    w = Worker("os")
+    try:
+        first = w.call("getpid", (), timeout=WATCHDOG)
+        assert w.map("getpid", [(), (), ()], timeout=WATCHDOG) == [first] * 3
+        assert w.map("getpid", [], timeout=WATCHDOG) == []
+    finally:
+        w.close()
+
+
+def test_worker_map_gives_late_for_the_item_past_its_deadline_and_goes_on():
+    w = Worker("time")
+    try:
+        got = w.map("sleep", [(0,), (3600,), (0,), (0,)], timeout=0.5)
+        assert got == [None, LATE, None, None] and repr(LATE) == "LATE"  # a new child did 3, 4
     finally:
         w.close()
 

@@ -75,7 +75,7 @@ def test_math_reward_options_are_validated():
 
 
 class _RecordingPool:
-    """Stands in for the worker pool: records each check's deadline, answers "parses", 1.0."""
+    """Stands in for the worker pool: records each batch's deadline, answers "parses", 1.0."""
 
     def __init__(self):
         self.timeouts = []
@@ -84,9 +84,14 @@ class _RecordingPool:
     def worker(self):
         yield self
 
-    def call(self, name, args, *, timeout):
+    def map(self, name, arglist, *, timeout):
         self.timeouts.append(timeout)
-        return {"_gold_parses": True, "_score": 1.0, "_gold_text": ["1", "1"]}[name]
+        return [{"_gold_parses": True, "_score": 1.0, "_gold_text": ["1", "1"]}[name]] * len(
+            arglist
+        )
+
+    def call(self, name, args, *, timeout):
+        return self.map(name, [args], timeout=timeout)[0]
 
 
 def test_math_reward_timeout_bounds_every_check(monkeypatch):
@@ -94,7 +99,7 @@ def test_math_reward_timeout_bounds_every_check(monkeypatch):
     monkeypatch.setattr(math_module, "_POOL", pool)
     reward = MathReward(timeout=0.25)
     assert reward([r"\boxed{1}"] * 3, [r"\boxed{1}"] * 2 + [r"\boxed{2}"]) == [1.0] * 3
-    assert pool.timeouts == [0.25] * 5  # 2 distinct solutions, 3 completions
+    assert pool.timeouts == [0.25] * 2  # the solutions' batch, the completions' batch
     assert parse_gold("1", timeout=0.5) == ["1", "1"] and pool.timeouts[-1] == 0.5
 
 

@@ -7,10 +7,11 @@ killed, so :class:`Worker` runs ``module.function(*args)`` in a child process an
 no answer comes within the deadline, kills the child and raises :class:`TimeoutError`;
 the next call starts a fresh child.
 
-* **Persistent**: a child serves call after call (one round trip through a pipe, about
-  0.1 ms); it starts on first use (``python -c``, importing ``module`` and running its
-  ``_worker_init()``) and is replaced only after a deadline or a crash. The deadline
-  counts from the moment the task is sent, never the child's start-up.
+* **Persistent**: a child serves call after call; it starts on first use (``python -c``,
+  importing ``module`` and running its ``_worker_init()``) and is replaced only after a
+  deadline or a crash. :meth:`Worker.map` sends a whole batch in one message and reads
+  the answers as they come, each with its own deadline (counted from the previous
+  answer, never the child's start-up), so items pay no round trip each.
 * **The same on Linux and macOS**: the child is a fresh interpreter
   (:mod:`subprocess`, not :mod:`multiprocessing`), so it never re-runs the user's
   ``__main__`` (spawn would, in an unguarded training script), can be started from a
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -50,6 +52,15 @@ _BOOT = (
     f"import json, os, sys; sys.path[:] = json.loads(os.environ.pop({_SYS_PATH!r})); "
     "from adpo.rewards._process import _serve; _serve(sys.argv[1])"
 )
+
+
+class _Late:
+    def __repr__(self) -> str:
+        return "LATE"
+
+
+LATE: Any = _Late()
+"""What :meth:`Worker.map` gives for an item that ran past its deadline."""
 
 
 class WorkerError(RuntimeError):
@@ -105,30 +116,51 @@ class Worker:
 
         Raises:
             TimeoutError: no answer within ``timeout`` seconds (the child is killed).
+            WorkerError: as :meth:`map`.
+        """
+        (value,) = self.map(name, [args], timeout=timeout)
+        if value is LATE:
+            raise TimeoutError(f"no answer within {timeout:g} s")
+        return value
+
+    def map(self, name: str, arglist: list[tuple], *, timeout: float) -> list:
+        """``[module.name(*args) for args in arglist]``, each item within its deadline.
+
+        The tasks go to the child in one message and it answers them in order, so the
+        caller waits for no round trip between items. Each item has ``timeout`` seconds
+        from the previous answer (the first, from the send); one that runs past it gives
+        :data:`LATE`, its child is killed, and a new child takes the remaining items.
+
+        Raises:
             WorkerError: the function raised, the child died while working, or it could
                 not start (the message says which).
         """
-        task = _dumps((name, args))
-        if self._proc is not None and self._proc.poll() is not None:  # died while idle
-            self.kill()
-        if self._proc is None:
-            self._start()
-        deadline = time.monotonic() + timeout
-        try:
-            _send(self._proc.stdin.fileno(), task)
-            status, value = _read(self._proc.stdout.fileno(), lambda: self._wait(deadline))
-        except TimeoutError:
-            self.kill()
-            raise TimeoutError(f"no answer within {timeout:g} s") from None
-        except (EOFError, BrokenPipeError):
-            code = self._proc.wait()
-            self.kill()
-            raise WorkerError(
-                f"the worker process for {self.module} died (exit code {code})"
-            ) from None
-        if status == "error":
-            raise WorkerError(value)
-        return value
+        out: list = []
+        while len(out) < len(arglist):
+            todo = arglist[len(out) :]
+            if self._proc is not None and self._proc.poll() is not None:  # died while idle
+                self.kill()
+            if self._proc is None:
+                self._start()
+            try:
+                _send(self._proc.stdin.fileno(), _dumps((name, todo)))
+                for _ in todo:
+                    wait = functools.partial(self._wait, time.monotonic() + timeout)
+                    status, value = _read(self._proc.stdout.fileno(), wait)
+                    if status == "error":
+                        self.kill()  # it would go on answering the rest
+                        raise WorkerError(value)
+                    out.append(value)
+            except TimeoutError:
+                self.kill()
+                out.append(LATE)
+            except (EOFError, BrokenPipeError):
+                code = self._proc.wait()
+                self.kill()
+                raise WorkerError(
+                    f"the worker process for {self.module} died (exit code {code})"
+                ) from None
+        return out
 
     def _wait(self, deadline: float) -> None:
         left = deadline - time.monotonic()
@@ -150,7 +182,9 @@ class Worker:
         self._selector.register(self._proc.stdout.fileno(), selectors.EVENT_READ)
         deadline = time.monotonic() + _START_TIMEOUT
         try:
-            status, value = _read(self._proc.stdout.fileno(), lambda: self._wait(deadline))
+            status, value = _read(
+                self._proc.stdout.fileno(), functools.partial(self._wait, deadline)
+            )
         except (TimeoutError, EOFError):
             code = self._proc.poll()
             self.kill()
@@ -234,7 +268,7 @@ class WorkerPool:
 
 
 def _serve(module_name: str) -> None:
-    """The child's loop: answer ``(name, args)`` tasks until the parent closes the pipe."""
+    """The child's loop: answer ``(name, [args, …])`` tasks until the parent closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     out = os.dup(1)
     os.dup2(2, 1)  # a print in the served code goes to stderr, not into the protocol
@@ -247,11 +281,13 @@ def _serve(module_name: str) -> None:
     _send(out, _dumps(("ready", os.getpid())))
     while True:
         try:
-            name, args = _read(0)
+            name, arglist = _read(0)
         except EOFError:
             return
-        try:
-            answer = _dumps(("ok", getattr(module, name)(*args)))
-        except Exception as e:  # raised, or an answer that cannot be sent back
-            answer = _dumps(("error", _shorten(f"{module_name}.{name}: {type(e).__name__}: {e}")))
-        _send(out, answer)
+        for args in arglist:
+            try:
+                answer = _dumps(("ok", getattr(module, name)(*args)))
+            except Exception as e:  # raised, or an answer that cannot be sent back
+                error = f"{module_name}.{name}: {type(e).__name__}: {e}"
+                answer = _dumps(("error", _shorten(error)))
+            _send(out, answer)

@@ -12,8 +12,9 @@ timeout is ``signal.alarm``, which works only in the main thread. So the checks 
 a persistent worker process (:mod:`adpo.rewards._process`: started on first use, one per
 concurrent caller, stopped at exit), and a check that gives no answer within
 ``timeout`` seconds has its worker killed and replaced: the completion scores ``None``
-(unscorable: it leaves its group) and the step goes on. Ordinary answers pay one pipe
-round trip per completion (``benchmarks/rewards_deadline.py`` measures it).
+(unscorable: it leaves its group) and the step goes on. A batch goes to the worker in
+one message and its answers stream back (``benchmarks/rewards_deadline.py`` measures
+the cost against checking in-process).
 
 Shapes: ``N`` completions in one call.
 """
@@ -25,7 +26,7 @@ import logging
 import math
 from typing import Any
 
-from adpo.rewards._process import WorkerPool
+from adpo.rewards._process import LATE, WorkerPool
 from adpo.rewards.text import _shorten, completion_text, extract_boxed, extract_boxed_all
 
 __all__ = ["MathReward", "extract_boxed", "extract_boxed_all", "math_reward", "parse_gold"]
@@ -209,26 +210,24 @@ class MathReward:
         _check_installed()
         texts = [completion_text(c) for c in completions]
         targets = [None if s is None else _gold_target(str(s)) for s in solution]
-        out: list[float | None] = [None] * len(texts)
-        gold_ok: dict[str, bool] = {}
-        late: list[str] = []  # what ran past the deadline, for the warning
-        timed_out = 0
+        distinct = list(dict.fromkeys(t for t in targets if t is not None))
         with _POOL.worker() as worker:
-            for target in dict.fromkeys(t for t in targets if t is not None):
-                try:
-                    gold_ok[target] = worker.call("_gold_parses", (target,), timeout=self.timeout)
-                except TimeoutError:
-                    gold_ok[target] = False
-                    late.append(f"solution {_shorten(target)!r}")
-                    timed_out += targets.count(target)
-            for i, (text, target) in enumerate(zip(texts, targets, strict=True)):
-                if target is None or not gold_ok[target]:
-                    continue
-                try:
-                    out[i] = worker.call("_score", (text, target), timeout=self.timeout)
-                except TimeoutError:
-                    late.append(f"completion {_shorten(text)!r}")
-                    timed_out += 1
+            parses = worker.map("_gold_parses", [(t,) for t in distinct], timeout=self.timeout)
+            gold_ok = {t: ok is True for t, ok in zip(distinct, parses, strict=True)}
+            todo = [i for i, t in enumerate(targets) if t is not None and gold_ok[t]]
+            scores = worker.map(
+                "_score", [(texts[i], targets[i]) for i in todo], timeout=self.timeout
+            )
+        out: list[float | None] = [None] * len(texts)
+        for i, score in zip(todo, scores, strict=True):
+            out[i] = None if score is LATE else score
+        late_gold = [t for t, ok in zip(distinct, parses, strict=True) if ok is LATE]
+        late_completions = [i for i, s in zip(todo, scores, strict=True) if s is LATE]
+        timed_out = len(late_completions) + sum(targets.count(t) for t in late_gold)
+        late = [  # what ran past the deadline, for the warning
+            *(f"solution {_shorten(t)!r}" for t in late_gold),
+            *(f"completion {_shorten(texts[i])!r}" for i in late_completions),
+        ]
         self.calls += len(texts)
         self.timeouts += timed_out
         log_metric = kwargs.get("log_metric")
