@@ -9,6 +9,8 @@ import sys
 import textwrap
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import adpo.rewards.math as math_module
 from adpo.rewards import (
@@ -16,9 +18,11 @@ from adpo.rewards import (
     GuardedReward,
     MathReward,
     arithmetic_reward,
+    boxed_integer_score,
     completion_text,
     exact_match_reward,
     extract_boxed,
+    extract_boxed_integer,
     guard_reward,
     guard_reward_funcs,
     math_reward,
@@ -318,3 +322,64 @@ def test_guard_warning_shortens_a_long_error_text(caplog):
     assert (
         "(100025 characters)" in message
     )  # "ValueError: cannot parse " + 100_000 and len(message) < 500
+
+
+def _boxes_reference(text):
+    """extract_boxed_all as first written (quadratic in the number of boxes): the reference."""
+    out, i = [], 0
+    while True:
+        starts = [j for j in (text.find("\\boxed{", i), text.find("\\fbox{", i)) if j >= 0]
+        if not starts:
+            return out
+        k = text.index("{", min(starts)) + 1
+        depth, m = 1, k
+        while m < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[m], 0)
+            m += 1
+        if depth:
+            return out
+        out.append(text[k : m - 1])
+        i = m
+
+
+def _normalize_reference(text):
+    """normalize_answer as first written (quadratic in the number of $…$ pairs)."""
+    import re
+
+    s = text.strip().rstrip(".").strip()
+    while len(s) >= 2 and s[0] == "$" and s[-1] == "$":
+        s = s[1:-1].strip()
+    m = re.fullmatch(r"\\text\{(.*)\}", s)
+    if m:
+        s = m.group(1).strip()
+    s = s.rstrip(".").strip()
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
+        s = s.replace(",", "")
+    return re.sub(r"\s+", " ", s).lower()
+
+
+_PIECES = ["$", " ", "\n", "{", "}", "\\boxed{", "\\fbox{", "\\text{", "1", "0", ",", ".", "-", "a"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=30).map("".join))
+@settings(max_examples=400, deadline=None)
+def test_linear_text_helpers_match_the_straightforward_reference(text):
+    # rewritten to take time linear in the text (no quadratic rescans or re-slicing)
+    assert extract_boxed_all(text) == _boxes_reference(text)
+    assert normalize_answer(text) == _normalize_reference(text)
+
+
+def test_boxed_integer_reads_any_number_of_digits_without_int():
+    many = "1" * 5000  # int() refuses over 4,300 digits (Python >= 3.11)
+    assert extract_boxed_integer(rf"\boxed{{{many}}}") == many
+    assert boxed_integer_score(rf"\boxed{{{many}}}", "1") == 0.0
+    assert boxed_integer_score(rf"\boxed{{{many}}}", many) == 1.0
+    assert boxed_integer_score(r"\boxed{" + "0" * 5000 + "7}", "7") == 1.0
+    assert [extract_boxed_integer(rf"\boxed{{{s}}}") for s in (" -007 ", "-0", "+1", "٣")] == [
+        "-7",
+        "0",
+        None,  # a plus sign is not the task's answer format
+        None,  # ASCII digits only
+    ]
+    with pytest.raises(ValueError, match="`answer` must be an integer, got 'nine'"):
+        boxed_integer_score(r"\boxed{9}", "nine")
