@@ -4,7 +4,7 @@
 thread only). Prints per-completion times and their ratio measured in one run, with the
 load average (other jobs share the machine), and the worker's one-off start-up.
 
-    python benchmarks/rewards_deadline.py [--prompts 32] [--G 8] [--reps 5]
+    python benchmarks/rewards_deadline.py [--prompts 32] [--G 8] [--reps 10]
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def in_process(completions: list[str], solution: list[str]) -> list[float | None
     for c, sol in zip(completions, solution, strict=True):
         target = _gold_target(sol)
         if target not in gold_cache:
-            gold = parse(target, [LatexExtractionConfig(boxed_match_priority=0)], parsing_timeout=10)
+            gold = parse(
+                target, [LatexExtractionConfig(boxed_match_priority=0)], parsing_timeout=10
+            )
             if not gold:
                 gold = parse(
                     target, [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=10
@@ -77,7 +79,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--prompts", type=int, default=32)
     p.add_argument("--G", type=int, default=8)
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=10)
     a = p.parse_args()
     t0 = time.perf_counter()
     w = Worker("adpo.rewards.math")
@@ -90,7 +92,8 @@ def main() -> None:
     for rep in range(a.reps + 1):  # the first round warms both up (imports, caches, worker)
         completions, solutions = batch(a.prompts, a.G, seed=rep)
         results = {}
-        for name, fn in (("in-process", in_process), ("worker", reward)):
+        paths = [("in-process", in_process), ("worker", reward)]
+        for name, fn in paths if rep % 2 else paths[::-1]:  # alternate who goes first
             t = time.perf_counter()
             results[name] = fn(completions, solutions)
             if rep:

@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import inspect
 import json
 import math
 import subprocess
@@ -66,6 +67,7 @@ def test_math_reward_length_mismatch():
 
 def test_math_reward_options_are_validated():
     assert math_reward.__name__ == "math_reward" and math_reward.timeout == 5.0
+    assert inspect.signature(parse_gold).parameters["timeout"].default == 5.0
     for bad in (0, -1.0, math.inf, math.nan):
         with pytest.raises(ValueError, match="MathReward: `timeout` must be finite and > 0"):
             MathReward(timeout=bad)

@@ -33,11 +33,6 @@ __all__ = ["MathReward", "extract_boxed", "extract_boxed_all", "math_reward", "p
 
 logger = logging.getLogger("adpo.rewards")
 
-DEFAULT_TIMEOUT = 5.0
-"""Seconds one check may take: math-verify's own default for one parse
-(``parsing_timeout``) and for one comparison (``timeout_seconds``). An ordinary answer
-takes milliseconds."""
-
 _POOL = WorkerPool(__name__)
 
 
@@ -125,7 +120,7 @@ def _check_installed() -> None:
         raise ImportError("adpo.rewards.math_reward needs math-verify: pip install 'adpo[rl]'")
 
 
-def parse_gold(solution: str, *, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+def parse_gold(solution: str, *, timeout: float = 5.0) -> list[str]:
     """What ``math-verify`` reads as the answer of a reference ``solution``; ``[]`` if nothing.
 
     Check a dataset's solutions before training: a solution that gives ``[]`` makes
@@ -138,7 +133,8 @@ def parse_gold(solution: str, *, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
 
     Args:
         solution: one reference solution (MATH's ``solution`` text, or a bare answer).
-        timeout: seconds the parse may take; finite and > 0.
+        timeout: seconds the parse may take; finite and > 0 (the default as
+            :class:`MathReward`'s).
 
     Returns:
         ``[str(expression), matched text]``, or ``[]``.
@@ -173,8 +169,9 @@ class MathReward:
         strict = MathReward(timeout=1.0)
 
     Args:
-        timeout: seconds one check may take (finite, > 0). Defaults to
-            :data:`DEFAULT_TIMEOUT`, math-verify's own default.
+        timeout: seconds one check may take (finite, > 0). The default, 5 s, is
+            math-verify's own default for one parse (``parsing_timeout``) and for one
+            comparison (``timeout_seconds``); an ordinary answer takes milliseconds.
         name: the name TRL logs the reward under (``rewards/<name>/mean``).
 
     Attributes:
@@ -184,7 +181,7 @@ class MathReward:
             ``rewards/<name>/timeouts``, with one warning per batch that had any.
     """
 
-    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, name: str = "math_reward"):
+    def __init__(self, *, timeout: float = 5.0, name: str = "math_reward"):
         if not isinstance(name, str) or not name:
             raise ValueError(f"MathReward: `name` must be a non-empty string, got {name!r}")
         self.timeout = _check_timeout(timeout, "MathReward")
