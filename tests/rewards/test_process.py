@@ -133,7 +133,7 @@ def test_pool_after_fork_starts_its_own_worker():
             parent_worker = w.call("getpid", (), timeout=60)
         child = os.fork()
         if child == 0:
-            if pool._idle:  # the parent's worker, forgotten at fork (its pipes closed)
+            if pool._workers:  # the parent's worker, forgotten at fork (its pipes closed)
                 os._exit(2)
             with pool.worker() as w:
                 mine = w.call("getpid", (), timeout=60)
@@ -145,3 +145,61 @@ def test_pool_after_fork_starts_its_own_worker():
         """
     )
     assert out.split() == ["0", "True"]
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie waiting for a reaper does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+SCRIPT_BUSY_WORKER = """
+import os, sys, threading, time
+from adpo.rewards._process import WorkerPool
+
+pid_file, end = sys.argv[1:]
+busy_file = pid_file + ".busy"
+pool = WorkerPool("builtins")  # the worker runs exec(code)
+
+def work():
+    with pool.worker() as w:
+        w.call("exec", ("pass",), timeout=60)
+        with open(pid_file, "w") as f:
+            f.write(str(w.pid))
+        code = f"open({busy_file!r}, 'w').close()\\nimport time\\ntime.sleep(3600)"
+        w.call("exec", (code,), timeout=3600)
+
+threading.Thread(target=work, daemon=True).start()
+deadline = time.monotonic() + 60
+while not os.path.exists(busy_file) and time.monotonic() < deadline:
+    time.sleep(0.01)  # until the worker is in the middle of its task
+if end == "kill":
+    os.kill(os.getpid(), 9)  # no atexit
+"""
+
+
+@pytest.mark.parametrize("end", ["exit", "kill"])
+def test_a_worker_busy_when_its_parent_ends_does_not_outlive_it(end, tmp_path):
+    # exit: atexit stops busy workers too; kill (SIGKILL, no atexit): the worker notices
+    # it was orphaned and exits. Either way nothing spins on after the training process.
+    pid_file = tmp_path / "pid"
+    try:
+        # the orphan shares the script's stderr: run() returns when it has exited
+        subprocess.run(
+            [sys.executable, "-c", SCRIPT_BUSY_WORKER, str(pid_file), end],
+            capture_output=True,
+            timeout=60,
+        )
+        assert not _alive(int(pid_file.read_text()))
+    finally:
+        if pid_file.exists() and _alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), 9)

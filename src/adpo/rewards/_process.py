@@ -20,7 +20,8 @@ the next call starts a fresh child.
   :mod:`selectors`).
 * **Safe after fork**: a forked child forgets the parent's workers (``os.register_at_fork``)
   and starts its own; :class:`WorkerPool` gives each concurrent caller (thread) its own
-  worker, and stops them all at exit.
+  worker, and stops them all at exit. A child whose parent died (even by SIGKILL, in
+  the middle of a check) exits on its own, within about a second.
 """
 
 from __future__ import annotations
@@ -228,14 +229,16 @@ class Worker:
 
 
 class WorkerPool:
-    """Idle :class:`Worker` s of one module; each concurrent caller borrows its own.
+    """:class:`Worker` s of one module; each concurrent caller borrows its own.
 
-    Workers start lazily (a caller that finds none idle makes one), serve until the
-    process exits (stopped by ``atexit``), and are forgotten in a forked child.
+    Workers start lazily (a caller that finds none idle makes one) and serve until the
+    process exits, when ``atexit`` stops them all, busy ones included; a forked child
+    forgets them.
     """
 
     def __init__(self, module: str):
         self.module = module
+        self._workers: list[Worker] = []  # every worker made; the idle ones below
         self._idle: list[Worker] = []
         self._lock = threading.Lock()
         if hasattr(os, "register_at_fork"):
@@ -246,7 +249,11 @@ class WorkerPool:
     def worker(self) -> Iterator[Worker]:
         """A worker for this caller alone, returned to the pool afterwards."""
         with self._lock:
-            worker = self._idle.pop() if self._idle else Worker(self.module)
+            if self._idle:
+                worker = self._idle.pop()
+            else:
+                worker = Worker(self.module)
+                self._workers.append(worker)
         try:
             yield worker
         finally:
@@ -254,22 +261,30 @@ class WorkerPool:
                 self._idle.append(worker)
 
     def close(self) -> None:
-        """Stop every idle worker (at exit; later calls start new ones)."""
+        """Stop every worker (at exit; a later call starts a new one)."""
         with self._lock:
-            idle, self._idle = self._idle, []
-        for worker in idle:
+            workers = list(self._workers)
+        for worker in workers:
             worker.close()
 
     def _after_fork(self) -> None:
-        for worker in self._idle:
+        for worker in self._workers:
             worker.forget()
-        self._idle = []
+        self._workers, self._idle = [], []
         self._lock = threading.Lock()  # another thread may have held it at fork
 
 
 def _serve(module_name: str) -> None:
     """The child's loop: answer ``(name, [args, …])`` tasks until the parent closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the parent died (even by SIGKILL) while this child worked
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, daemon=True).start()
     out = os.dup(1)
     os.dup2(2, 1)  # a print in the served code goes to stderr, not into the protocol
     try:
