@@ -267,11 +267,10 @@ class _Env:
 
 
 def _env_reward(completions, environments, log_extra=None, log_metric=None, **kwargs):
-    """Reads TRL's ``environments`` (one per completion); logs a column and a metric."""
-    scores = [env.check(c) for c, env in zip(completions, environments, strict=True)]
+    """Reads TRL's ``environments`` (one per completion); logs a column and a metric first."""
     log_extra("checked", [f"{c}?" for c in completions])
-    log_metric("env_score", sum(scores) / len(scores))
-    return scores
+    log_metric("length", sum(len(c) for c in completions) / len(completions))
+    return [env.check(c) for c, env in zip(completions, environments, strict=True)]
 
 
 def test_guard_retry_gives_each_sample_its_own_environment_and_forwards_logs():
@@ -281,20 +280,21 @@ def test_guard_retry_gives_each_sample_its_own_environment_and_forwards_logs():
     g = guard_reward(_env_reward)
     out = g(
         prompts=["p"] * 4,
-        completions=["a", "b", "c", "x"],
+        completions=["a", "bb", "ccc", "x"],
         completion_ids=[[1], [2], [3], [4]],
-        environments=[_Env("a"), _Env("z"), _Env(None), _Env("x")],
+        environments=[_Env("a"), _Env("z"), _Env(None), _Env("x")],  # the 3rd raises
         trainer_state=None,
         log_extra=lambda column, values: extra.__setitem__(column, values),
         log_metric=lambda name, value: metrics.__setitem__(name, value),
     )
     assert out == [1.0, 0.0, None, 1.0]  # sample i read environments[i]
     assert (g.calls, g.failures) == (4, 1)
-    # one column value per completion, in batch order, None for the failed sample
-    assert extra == {"checked": ["a?", "b?", None, "x?"]}
-    # the metric once per batch: the mean of the three retried samples' values
+    # what the failed sample logged before it raised is dropped: one column value per
+    # completion, in batch order, None for it; the metric once per batch, the mean of the
+    # other samples' values (lengths 1, 2, 1; with the failed one's 3 it would be 7/4)
+    assert extra == {"checked": ["a?", "bb?", None, "x?"]}
     assert metrics == {
-        "env_score": pytest.approx(2 / 3, abs=1e-12),
+        "length": pytest.approx(4 / 3, abs=1e-12),
         "rewards/_env_reward/failures": 1.0,
     }
 

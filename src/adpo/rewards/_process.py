@@ -169,6 +169,8 @@ class Worker:
             raise TimeoutError
 
     def _start(self) -> None:
+        if os.name != "posix":
+            raise WorkerError("worker processes with a deadline need POSIX (Linux, macOS)")
         if not sys.executable:
             raise WorkerError("no Python executable to start a worker process (sys.executable)")
         env = dict(os.environ, **{_SYS_PATH: json.dumps(sys.path)})
