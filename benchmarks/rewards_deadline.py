@@ -1,8 +1,9 @@
 """What the deadline costs `math_reward` on ordinary answers: the checks in a worker process
-(one pipe round trip per completion) against the same math-verify calls in-process, as
-`math_reward` made them before it had a deadline (math-verify's signal timeouts, main
-thread only). Prints per-completion times and their ratio measured in one run, with the
-load average (other jobs share the machine), and the worker's one-off start-up.
+(a batch sent in one message, answers streamed back) against math-verify called
+in-process as `math_reward` called it before it had a deadline (signal timeouts, main
+thread only), and against the worker's own functions called in-process (the process hop
+alone). Prints per-completion times and their ratios measured in one run, with the load
+average (other jobs share the machine), and the worker's one-off start-up.
 
     python benchmarks/rewards_deadline.py [--prompts 32] [--G 8] [--reps 10]
 """
@@ -10,6 +11,7 @@ load average (other jobs share the machine), and the worker's one-off start-up.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import statistics
@@ -17,7 +19,7 @@ import time
 
 from adpo.rewards import MathReward, completion_text
 from adpo.rewards._process import Worker
-from adpo.rewards.math import _gold_target
+from adpo.rewards.math import _gold_parses, _gold_target, _score, _worker_init
 
 
 def in_process(completions: list[str], solution: list[str]) -> list[float | None]:
@@ -58,21 +60,38 @@ def in_process(completions: list[str], solution: list[str]) -> list[float | None
     return out
 
 
-def batch(prompts: int, G: int, seed: int) -> tuple[list[str], list[str]]:
+def same_checks_in_process(completions: list[str], solution: list[str]) -> list[float | None]:
+    """The worker's own functions called here: what the process hop alone costs."""
+    targets = [_gold_target(s) for s in solution]
+    return [
+        _score(completion_text(c), t) if _gold_parses(t) else None
+        for c, t in zip(completions, targets, strict=True)
+    ]
+
+
+def batch(prompts: int, G: int, call: int) -> tuple[list[str], list[str], list[float]]:
     """MATH-like rows: a worked solution per prompt, G completions with right, equivalent,
-    wrong and missing answers after a few hundred characters of reasoning."""
-    rng = random.Random(seed)
-    completions, solutions = [], []
-    for _ in range(prompts):
-        a, b = rng.randrange(1, 50), rng.randrange(2, 50)
+    wrong and missing answers after a few hundred characters of reasoning; and the rewards
+    they must get. Every call's numbers are new (`call` picks them), so no path finds a
+    string in math-verify's caches that another path or call parsed."""
+    rng = random.Random(call)
+    completions, solutions, expected = [], [], []
+    for p in range(prompts):
+        a, b = 1 + call * prompts + p, rng.randrange(2, 50)
         sol = f"Dividing, we get $x = \\boxed{{\\frac{{{a}}}{{{b}}}}}$."
-        answers = [f"\\frac{{{a}}}{{{b}}}", f"{a / b:.6f}", f"\\frac{{{a + 1}}}{{{b}}}", None]
+        answers = [
+            (f"\\frac{{{a}}}{{{b}}}", 1.0),
+            (f"{a / b}", 1.0),
+            (f"\\frac{{{a + 1}}}{{{b}}}", 0.0),
+            (None, 0.0),
+        ]
         for _ in range(G):
-            ans = rng.choice(answers)
+            ans, reward = rng.choice(answers)
             reasoning = " ".join(f"step {k}: we simplify the term {a}x + {k}." for k in range(12))
             completions.append(reasoning + (f" So $\\boxed{{{ans}}}$." if ans else " I give up."))
             solutions.append(sol)
-    return completions, solutions
+            expected.append(reward)
+    return completions, solutions, expected
 
 
 def main() -> None:
@@ -87,18 +106,23 @@ def main() -> None:
     start = time.perf_counter() - t0
     w.close()
 
+    _worker_init()  # math-verify's loggers as in the worker
     reward = MathReward()
-    times: dict[str, list[float]] = {"in-process": [], "worker": []}
-    for rep in range(a.reps + 1):  # the first round warms both up (imports, caches, worker)
-        completions, solutions = batch(a.prompts, a.G, seed=rep)
-        results = {}
-        paths = [("in-process", in_process), ("worker", reward)]
+    paths = [
+        ("in-process", in_process),
+        ("same checks in-process", same_checks_in_process),
+        ("worker", reward),
+    ]
+    times: dict[str, list[float]] = {name: [] for name, _ in paths}
+    calls = itertools.count()
+    for rep in range(a.reps + 1):  # the first round warms them up (imports, the worker)
         for name, fn in paths if rep % 2 else paths[::-1]:  # alternate who goes first
+            completions, solutions, expected = batch(a.prompts, a.G, next(calls))
             t = time.perf_counter()
-            results[name] = fn(completions, solutions)
+            got = fn(completions, solutions)
             if rep:
                 times[name].append((time.perf_counter() - t) / len(completions))
-        assert results["in-process"] == results["worker"], "the two paths disagree"
+            assert got == expected, f"{name} scored a batch wrong"
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     print(
         f"{a.prompts} prompts x G={a.G} per batch, median of {a.reps} batches, "
