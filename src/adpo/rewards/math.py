@@ -8,13 +8,14 @@ final-answer LaTeX expression. ``math_verify.verify`` decides equivalence symbol
 **Every check has a deadline, from any thread.** Some completions send sympy into
 computations that run for minutes while holding the GIL (``\\boxed{2^{2^{2^{2^{2^{100}}}}}}``
 froze a whole training process when checked from a worker thread), and math-verify's own
-timeout is ``signal.alarm``, which works only in the main thread. So the checks run in
-a persistent worker process (:mod:`adpo.rewards._process`: started on first use, one per
-concurrent caller, stopped at exit), and a check that gives no answer within
-``timeout`` seconds has its worker killed and replaced: the completion scores ``None``
-(unscorable: it leaves its group) and the step goes on. A batch goes to the worker in
-one message and its answers stream back (``benchmarks/rewards_deadline.py`` measures
-the cost against checking in-process).
+timeout is ``signal.alarm``, which works only in the main thread (and waits for a long
+C call to return). So the checks run in a persistent worker process
+(:mod:`adpo.rewards._process`: started on first use in about a second, one per
+concurrent caller, about 60 MB each, stopped at exit), and a check that gives no answer
+within ``timeout`` seconds has its worker killed and replaced: the completion scores
+``None`` (unscorable: it leaves its group) and the step goes on. A batch goes to the
+worker in one message and its answers stream back (``benchmarks/rewards_deadline.py``
+measures the cost against checking in-process).
 
 Shapes: ``N`` completions in one call.
 """
