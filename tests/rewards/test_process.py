@@ -7,9 +7,9 @@ hard timeout, so a regression fails instead of freezing the suite.
 import os
 import subprocess
 import sys
-import time
 import textwrap
 import threading
+import time
 
 import pytest
 
