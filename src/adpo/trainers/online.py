@@ -50,8 +50,9 @@ What changes relative to ``GRPOTrainer``, and why:
     costs no model copy: the generating policy's log-probs are taken before the first
     update of the round (TRL's ``old_per_token_logps``), or, when the round is a single
     optimizer step, the detached current log-probs, which are the same numbers.
-  - ``"fixed"``: the initial policy (or ``ref_model`` when given; with PEFT, the base
-    model with adapters disabled).
+  - ``"fixed"``: the initial policy (or ``ref_model`` when given; with PEFT, the model
+    with a frozen copy of its adapter as it was at construction, TRL's ``"ref"`` adapter:
+    a trained adapter is part of the initial policy).
   - ``"ema"``: an exponential moving average of the policy's weights, folded once per
     round before generation (:class:`adpo.anchors.EMAAnchor`).
 * **Rewards** are the raw weighted reward sums (ADPO's targets and OPO's escort weights
@@ -157,16 +158,16 @@ class AnchoredGroupConfig(GRPOConfig):
             round; no model copy), ``"fixed"`` (the trainer's ``ref_model``; without one,
             the initial model), ``"self"`` (a frozen snapshot of the initial model) or
             ``"ema"`` (moving average of the policy's weights, updated once per round).
-            ``"fixed"``, ``"self"`` and ``"ema"`` hold one frozen model copy (none under
-            PEFT for ``fixed``/``self``: adapters off). ``"precomputed"`` does not apply
+            ``"fixed"``, ``"self"`` and ``"ema"`` hold one frozen model copy (under PEFT,
+            ``fixed``/``self`` hold a frozen copy of the adapter instead). ``"precomputed"`` does not apply
             (rounds are generated fresh); ``"dynamic"`` is a deprecated ``"on_policy"``.
         anchor_ema_decay (`float`, defaults to `0.99`):
             Decay ``d`` of the EMA anchor, ``θ_a ← d·θ_a + (1−d)·θ`` per round.
         log_kl_to_init (`bool`, defaults to `False`):
             Log ``kl_to_init``, the per-token k3 estimate of KL(πθ ‖ π_init) on the
             round's completions. It costs one extra forward pass per round and, unless
-            the anchor is ``"fixed"`` or the model is a PEFT model (adapters disabled), a
-            frozen copy of the initial model: off by default, so a default run holds what
+            the anchor is ``"fixed"``, a frozen copy of the initial model (of its adapter
+            under PEFT): off by default, so a default run holds what
             ``GRPOTrainer`` with ``beta=0`` holds (no reference model). The ``"fixed"``
             and ``"ema"`` anchors need their own model copy; that is their cost.
         accuracy_reward (`str` or `None`, defaults to `None`):
