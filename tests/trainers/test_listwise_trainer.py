@@ -133,6 +133,30 @@ def test_loss_parity_with_adpo_loss_on_a_fixed_batch(tmp_path, target, kw):
     assert float(want.loss) > 0.1  # a non-trivial value
 
 
+def test_mean_seq_reduction_divides_each_score_by_its_completion_length(tmp_path):
+    """Closed form: u_i = (log π(y_i) − log π_ref(y_i)) / (|y_i|·τ)."""
+    policy, ref = _model(0), _model(1)
+    tr = ListwiseTrainer(policy, ref_model=ref, processing_class=TOK, train_dataset=ROWS,
+                         args=_args(tmp_path, target="plackett_luce", tau=0.7,
+                                    seq_reduction="mean"))  # fmt: skip
+    policy.eval()
+    with torch.no_grad():
+        loss = tr.compute_loss(policy, _batch(tr))
+    b = _batch(tr)
+    lp = _independent_group(policy, tr.train_dataset)
+    rp = _independent_group(ref, tr.train_dataset)
+    n = torch.tensor([[len(c) for c in row] + [1] * (lp.shape[1] - len(row))
+                      for row in tr.train_dataset["completion_ids"]], dtype=lp.dtype)  # fmt: skip
+    want = adpo_loss(lp / n, rp / n, b["scores"].double(), target="plackett_luce", tau=0.7,
+                     valid=b["valid"])  # fmt: skip
+    summed = adpo_loss(lp, rp, b["scores"].double(), target="plackett_luce", tau=0.7,
+                       valid=b["valid"])  # fmt: skip
+    assert float(loss) == pytest.approx(float(want.loss), abs=1e-5)
+    assert abs(float(want.loss) - float(summed.loss)) > 1e-3
+    with pytest.raises(ValueError, match="seq_reduction"):
+        _args(tmp_path, seq_reduction="max")
+
+
 def test_softmax_target_on_raw_scores(tmp_path):
     policy, ref = _model(0), _model(1)
     tr = ListwiseTrainer(

@@ -114,6 +114,13 @@ class ListwiseConfig(TrainingArguments):
     ties: Literal["breslow", "efron"] = field(
         default="breslow", metadata={"help": "Plackett–Luce tie handling"}
     )
+    seq_reduction: Literal["sum", "mean"] = field(
+        default="sum",
+        metadata={
+            "help": "a completion's score: its summed log-ratio ('sum', the paper's) or the "
+            "token mean ('mean', length-normalised; the ADPO authors' code's default)"
+        },
+    )
     anchor: Literal["fixed", "precomputed", "self", "ema", "on_policy"] = field(
         default="fixed",
         metadata={
@@ -198,6 +205,10 @@ class ListwiseConfig(TrainingArguments):
         if self.ties not in ("breslow", "efron"):
             raise ValueError(
                 f"ListwiseConfig: `ties` must be 'breslow' or 'efron', got {self.ties!r}"
+            )
+        if self.seq_reduction not in ("sum", "mean"):
+            raise ValueError(
+                f"ListwiseConfig: `seq_reduction` must be 'sum' or 'mean', got {self.seq_reduction!r}"
             )
         for name in ("tau", "target_beta"):
             v = getattr(self, name)
@@ -308,6 +319,15 @@ def group_logps(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
     tok = selective_log_softmax(logits, ids[:, first:])  # (N, L − first)
     seq = sequence_logps(tok, cmask[:, first:])  # (N,)
     flat = seq.new_zeros(B * G).index_put((batch["group_index"],), seq)  # (B·G,)
+    return flat.view(B, G)
+
+
+def completion_lengths(batch: Mapping[str, Tensor]) -> Tensor:
+    """Completion tokens of every candidate, ``[B, G]`` (1 where not ``valid``)."""
+    B, G = batch["valid"].shape
+    cmask = batch["completion_mask"]  # (N, L)
+    n = cmask.sum(-1).to(torch.float32)  # (N,)
+    flat = n.new_ones(B * G).index_put((batch["group_index"],), n.clamp_min(1.0))  # (B·G,)
     return flat.view(B, G)
 
 
@@ -615,6 +635,9 @@ class ListwiseTrainer(Trainer):
             ref = inputs["ref_logps"].to(logps.dtype)  # (B, G) precomputed
         else:
             ref = self.anchor.anchor_logps(group_logps, inputs)  # (B, G)
+        if self.args.seq_reduction == "mean":  # token-mean scores: both sums ÷ the length
+            n = completion_lengths(inputs).to(logps.dtype)  # (B, G)
+            logps, ref = logps / n, ref / n
         out = self.listwise_loss(logps, ref, inputs)
         mode = "train" if model.training else "eval"
         for key, value in out.metrics.items():
