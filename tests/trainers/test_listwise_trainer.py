@@ -116,6 +116,7 @@ def test_group_logps_equal_unpadded_per_sequence_sums(tmp_path):
         ),
         ({"target": "top1"}, {"target": "top1"}),
     ],
+    ids=["defaults", "target_beta", "plackett_luce", "efron", "top1"],
 )
 def test_loss_parity_with_adpo_loss_on_a_fixed_batch(tmp_path, config, loss_kw):
     policy, ref = _model(0), _model(1)  # different weights: Δ ≠ 0
@@ -339,6 +340,16 @@ def _params(m):
         ("on_policy", {"anchor_refresh_every": 2}, 2),
         ("dynamic", {"anchor_update_steps": 3}, 3),  # deprecated spelling and alias
         ("on_policy", {}, 100),  # the default period: no refresh within 4 steps
+    ],
+    ids=[
+        "fixed",
+        "self",
+        "ema",
+        "ema-alias",
+        "ema-default",
+        "on_policy",
+        "dynamic",
+        "on_policy-default",
     ],
 )
 def test_anchor_strategies_move_as_specified(tmp_path, anchor, kw, rate):
