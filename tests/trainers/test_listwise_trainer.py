@@ -512,12 +512,27 @@ def test_precomputed_reference_logps_are_batched_as_configured(
             assert ds[r]["ref_logps"] == pytest.approx(want[r, :k].tolist(), abs=1e-5)
 
 
+def _dropout_model(arch):
+    if arch == "qwen3":  # attention dropout inside SDPA from a float rate: no nn.Dropout
+        return tiny_qwen3(
+            len(TOK),
+            hidden_size=32,
+            num_layers=1,
+            num_heads=2,
+            num_kv_heads=1,
+            attention_dropout=0.5,
+        )
+    from transformers import GPT2Config, GPT2LMHeadModel  # nn.Dropout layers
+
+    torch.manual_seed(0)
+    p = {"embd_pdrop": 0.5, "resid_pdrop": 0.5, "attn_pdrop": 0.5}
+    return GPT2LMHeadModel(GPT2Config(vocab_size=len(TOK), n_embd=32, n_layer=1, n_head=2, **p))
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "gpt2"])
 @pytest.mark.parametrize("disable_dropout", [True, False])
-def test_disable_dropout_makes_the_training_forward_deterministic(tmp_path, disable_dropout):
-    # Qwen3 applies attention dropout inside SDPA from a float rate: no nn.Dropout module
-    policy = tiny_qwen3(
-        len(TOK), hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, attention_dropout=0.5
-    )
+def test_disable_dropout_makes_the_training_forward_deterministic(tmp_path, disable_dropout, arch):
+    policy = _dropout_model(arch)
     tr = ListwiseTrainer(
         policy,
         ref_model=_model(1),

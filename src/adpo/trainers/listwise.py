@@ -347,23 +347,13 @@ class _AnchorRefresh(TrainerCallback):
         return control
 
 
-_DROPOUT_LAYERS = (
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
-)
-
-
 def _disable_dropout(model: nn.Module) -> None:
-    """Set every dropout rate of ``model`` to 0: dropout layers, and the float rates that
-    modules hand to a kernel themselves (Llama/Qwen-style attention passes
-    ``self.attention_dropout`` to SDPA; no ``nn.Dropout`` exists to find, so TRL's
+    """Set every dropout rate of ``model`` to 0: ``nn.Dropout`` layers, and the float
+    rates that modules hand to a kernel themselves (Llama/Qwen-style attention passes
+    ``self.attention_dropout`` to SDPA: there is no ``nn.Dropout`` to find, so TRL's
     ``disable_dropout_in_model`` leaves it on)."""
     for m in model.modules():
-        if isinstance(m, _DROPOUT_LAYERS):
+        if isinstance(m, nn.Dropout):
             m.p = 0.0
         for name, value in list(vars(m).items()):
             if "dropout" in name and isinstance(value, float):
