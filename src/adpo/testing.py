@@ -69,12 +69,17 @@ def tiny_qwen3(
     num_kv_heads: int = 2,
     intermediate_size: int | None = None,
     max_position_embeddings: int = 256,
+    attention_dropout: float = 0.0,
     pad_token_id: int = 0,
     bos_token_id: int = 1,
     eos_token_id: int = 2,
     seed: int = 0,
 ):
-    """A randomly initialised ``Qwen3ForCausalLM`` built from a config (float32)."""
+    """A randomly initialised ``Qwen3ForCausalLM`` built from a config (float32).
+
+    ``attention_dropout`` is the dropout rate on the attention probabilities in training
+    mode (0 by default, as in Qwen3's own config).
+    """
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -91,6 +96,7 @@ def tiny_qwen3(
         num_key_value_heads=num_kv_heads,
         head_dim=hidden_size // num_heads,
         max_position_embeddings=max_position_embeddings,
+        attention_dropout=attention_dropout,
         tie_word_embeddings=True,
         pad_token_id=pad_token_id,
         bos_token_id=bos_token_id,

@@ -165,7 +165,12 @@ class ListwiseConfig(TrainingArguments):
         },
     )
     disable_dropout: bool = field(
-        default=True, metadata={"help": "disable dropout in the policy and reference models"}
+        default=True,
+        metadata={
+            "help": "set every dropout rate of the policy and reference models to 0 (dropout "
+            "layers and attention-kernel rates such as Qwen's `attention_dropout`), so the "
+            "training forward is deterministic; False keeps the models' dropout in training"
+        },
     )
     # TrainingArguments fields whose defaults differ here
     learning_rate: float = field(default=1.5e-5, metadata={"help": "AdamW learning rate"})
@@ -363,9 +368,16 @@ class _AnchorRefresh(TrainerCallback):
 
 
 def _disable_dropout(model: nn.Module) -> None:
+    """Set every dropout rate of ``model`` to 0: ``nn.Dropout`` layers, and the float
+    rates that modules hand to a kernel themselves (Llama/Qwen-style attention passes
+    ``self.attention_dropout`` to SDPA: there is no ``nn.Dropout`` to find, so TRL's
+    ``disable_dropout_in_model`` leaves it on)."""
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.p = 0.0
+        for name, value in list(vars(m).items()):
+            if "dropout" in name and isinstance(value, float):
+                setattr(m, name, 0.0)
 
 
 class ListwiseTrainer(Trainer):
