@@ -65,6 +65,7 @@ from adpo.data.listwise import normalize_rows, tokenize_row
 from adpo.logprobs import selective_log_softmax, sequence_logps
 from adpo.losses import LossOutput, adpo_loss, softmax_targets
 from adpo.metrics import ndcg, top1_accuracy
+from adpo.trainers._model import disable_dropout
 
 __all__ = ["ListwiseCollator", "ListwiseConfig", "ListwiseTrainer", "group_logps"]
 
@@ -367,19 +368,6 @@ class _AnchorRefresh(TrainerCallback):
         return control
 
 
-def _disable_dropout(model: nn.Module) -> None:
-    """Set every dropout rate of ``model`` to 0: ``nn.Dropout`` layers, and the float
-    rates that modules hand to a kernel themselves (Llama/Qwen-style attention passes
-    ``self.attention_dropout`` to SDPA: there is no ``nn.Dropout`` to find, so TRL's
-    ``disable_dropout_in_model`` leaves it on)."""
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
-        for name, value in list(vars(m).items()):
-            if "dropout" in name and isinstance(value, float):
-                setattr(m, name, 0.0)
-
-
 class ListwiseTrainer(Trainer):
     """ADPO on a fixed listwise dataset (algorithm 1, OFFLINE), on ``transformers.Trainer``.
 
@@ -438,9 +426,9 @@ class ListwiseTrainer(Trainer):
         if train_dataset is None:
             raise ValueError("ListwiseTrainer: `train_dataset` is required")
         if args.disable_dropout:
-            _disable_dropout(model)
+            disable_dropout(model)
             if ref_model is not None:
-                _disable_dropout(ref_model)
+                disable_dropout(ref_model)
         pad = processing_class.pad_token_id
         if pad is None:
             pad = processing_class.eos_token_id

@@ -97,6 +97,7 @@ from adpo.losses import (
 )
 from adpo.rewards.guard import guard_reward_funcs
 from adpo.schedules import EntropyRewardTemperature, GuardedTemperature, policy_entropy_norm
+from adpo.trainers._model import disable_dropout, has_dropout
 from adpo.trainers.grpo_fields import refusal_message, refused_fields
 
 __all__ = [
@@ -622,14 +623,6 @@ def _scores(logps: Tensor, anchor: Tensor, mask: Tensor, how: str) -> Tensor:
     return delta / m.sum(-1).clamp_min(1.0) if how == "mean" else delta
 
 
-def _has_dropout(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()) or any(
-        float(getattr(model.config, k, 0.0) or 0.0) > 0
-        for k in ("attention_dropout", "hidden_dropout", "dropout")
-        if hasattr(getattr(model, "config", None), k)
-    )
-
-
 def _is_scalar(v: Any) -> bool:
     return isinstance(v, Tensor) and v.ndim == 0
 
@@ -735,7 +728,9 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         self._round_rewards = seam.RewardHandOff()
         # micro-batches may hold part of a group: the loss back-propagates per-row weights
         self._split = args.per_device_train_batch_size % self.num_generations != 0
-        if self._split and not args.disable_dropout and _has_dropout(self.model):
+        if args.disable_dropout:  # TRL's helper misses rates handed to kernels (Qwen3's SDPA)
+            disable_dropout(self.model)
+        if self._split and has_dropout(self.model):
             warnings.warn(
                 f"{cls}: micro-batches split groups and the model has active dropout: the "
                 "pass that computes each group's weights and the training forward then see "
