@@ -73,6 +73,7 @@ from adpo.anchors import EMAAnchor, FixedAnchor, canonical_anchor
 from adpo.losses import LossOutput, adpo_loss, opo_loss
 from adpo.rewards.guard import guard_reward_funcs
 from adpo.schedules import EntropyRewardTemperature, GuardedTemperature, candidate_entropy
+from adpo.trainers import _model_card
 from adpo.trainers.grpo_fields import refusal_message, refused_fields
 
 __all__ = [
@@ -883,6 +884,11 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         rank = self.accelerator.process_index
         torch.save(self._extra_state(), os.path.join(folder, _STATE_FILE.format(rank=rank)))
 
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """TRL's model card, completed by :func:`adpo.trainers._model_card.complete`."""
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        _model_card.complete(self)
+
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
@@ -936,6 +942,7 @@ class ADPOTrainer(_AnchoredGroupTrainer):
     _config_class = ADPOConfig
     _tag_names = ["trl", "adpo"]  # noqa: RUF012
     _name = "ADPO"
+    _paper = _model_card.ADPO_PAPER
     _metric_names = (
         "anchored_entropy",
         "anchored_entropy_norm",
@@ -996,6 +1003,7 @@ class OPOTrainer(_AnchoredGroupTrainer):
     _config_class = OPOConfig
     _tag_names = ["trl", "opo"]  # noqa: RUF012
     _name = "OPO"
+    _paper = _model_card.OPO_PAPER
     _metric_names = (
         "anchored_entropy",
         "anchored_entropy_norm",

@@ -43,6 +43,7 @@ __all__ = [
     "ensure_external_lib",
     "main",
     "policy_loss_config",
+    "run",
     "use_cpu",
     "verl_checks",
 ]
@@ -112,24 +113,15 @@ def use_cpu(overrides: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m adpo.integrations.verl",
-        description="Run verl's PPO trainer with ADPO/OPO policy losses, groups kept whole.",
-    )
-    parser.add_argument(
-        "--config", required=True, help="Hydra config file extending verl's ppo_trainer"
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="validate and print the loss settings, then exit"
-    )
-    parser.add_argument(
-        "--cpu",
-        action="store_true",
-        help="run on CPU: gloo, FSDP2, HF generate() rollout (adpo.integrations.verl.cpu)",
-    )
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, key=value")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    """``python -m adpo.integrations.verl``: parse the flags (:func:`adpo.cli.verl.make_parser`), :func:`run`."""
+    from adpo.cli.verl import make_parser
 
+    parser = make_parser(prog="python -m adpo.integrations.verl")
+    return run(parser.parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compose, check and (unless ``args.check``) run; ``args`` as :func:`main` parses them."""
     overrides = use_cpu(args.overrides) if args.cpu else list(args.overrides)
     cfg = compose_config(args.config, overrides)
     ensure_external_lib(cfg)
