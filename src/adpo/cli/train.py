@@ -266,6 +266,12 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainArgs, Any]:
             if not isinstance(env, dict):
                 raise UsageError(f"{config_path} line {lines['env']}: `env` must be a mapping")
             os.environ.update({str(k): str(v) for k, v in env.items()})
+        if "trainer" in values:  # the layout before TRL's parser: a nested `trainer:` block
+            keys = ", ".join(f"{k}: …" for k in values["trainer"] or {})
+            raise UsageError(
+                f"{config_path} line {lines['trainer']}: `trainer:` is gone; write its keys at "
+                f"the top level ({keys or 'tau: 0.5'}), as every option of the config is"
+            )
     loss = loss or values.get("loss") or "adpo-pl"
     parser = build_parser(loss)
     where = parser.set_file_defaults(values, lines, config_path) if values else {}
