@@ -147,9 +147,17 @@ def test_defaults_are_the_configs_with_the_objective_preset():
 
 def test_config_file_keys_are_the_flags_and_flags_always_win(tmp_path):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("model: m\ndataset: d\nloss: opo\nmax_steps: 7\nalpha: 0.3\nlearning_rate: 1e-5\n")
+    cfg.write_text(
+        "model: m\ndataset: d\nloss: opo\nmax_steps: 7\nalpha: 0.3\nlearning_rate: 1e-5\n"
+    )
     args, c = parse_train_args(["--config", str(cfg)])
-    assert (args.model, args.loss, c.max_steps, c.alpha, c.learning_rate) == ("m", "opo", 7, 0.3, 1e-5)
+    assert (args.model, args.loss, c.max_steps, c.alpha, c.learning_rate) == (
+        "m",
+        "opo",
+        7,
+        0.3,
+        1e-5,
+    )
     # a flag equal to its default still beats the file
     args, c = parse_train_args(["--config", str(cfg), "--max_steps", "-1", "--alpha", "0.4"])
     assert (args.loss, c.max_steps, c.alpha) == ("opo", -1, 0.4)
@@ -187,7 +195,9 @@ def local(tmp_path_factory):
     rows = ArithmeticTask(digits=1).sample(32, seed=0)
     (root / "data.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (root / "empty.jsonl").write_text("")
-    (root / "broken.jsonl").write_text('{"prompt": "1+1=", "answer": "2"}\n{"prompt": "2" "answer": 4}\n')
+    (root / "broken.jsonl").write_text(
+        '{"prompt": "1+1=", "answer": "2"}\n{"prompt": "2" "answer": 4}\n'
+    )
     lines = [json.dumps(r) for r in rows]
     lines[5] = json.dumps({"prompt": "", "answer": "3"})
     (root / "badrow.jsonl").write_text("\n".join(lines) + "\n")
@@ -281,7 +291,9 @@ BAD = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("extra", "status", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+@pytest.mark.parametrize(
+    ("extra", "status", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+)
 def test_bad_input_is_one_line_naming_the_culprit(local, tmp_path, capsys, extra, status, message):
     extra = [
         _yaml(tmp_path, "c.yaml", a[5:]) if a.startswith("YAML:") else a.replace("ROOT", str(local))
@@ -383,7 +395,7 @@ def test_overwrite_output_dir_trains_into_a_used_folder(local, tmp_path):
 def test_tied_lm_head_is_an_alias_and_its_resume_note_is_dropped():
     import logging
 
-    from adpo.cli.train import _TiedWeightsNote, _tied_aliases
+    from adpo.cli.train import _tied_aliases, _TiedWeightsNote
     from adpo.testing import tiny_qwen3
 
     model = tiny_qwen3(40, hidden_size=16, num_layers=1)

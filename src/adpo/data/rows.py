@@ -43,7 +43,7 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
                 if not isinstance(row, dict):
                     raise ValueError(
                         f"load_rows: {path}: line {n} is a JSON {type(row).__name__}, not an "
-                        "object (one row per line: {\"prompt\": …, …})"
+                        'object (one row per line: {"prompt": …, …})'
                     )
                 rows.append(row)
         return rows
