@@ -129,22 +129,6 @@ def test_objective_options_are_flags_of_their_config():
     assert cfg.loss_type == "grpo" and cfg.epsilon == 0.2
 
 
-def test_defaults_are_the_configs_with_the_objective_preset():
-    """One source of defaults: what the CLI builds with no option is ``loss_config(loss)``."""
-    from adpo.cli.train import build_parser
-    from adpo.trainers import LOSSES, loss_config
-
-    for loss in LOSSES:
-        _, cfg = _config("--loss", loss, "--bf16", "false")
-        ref = loss_config(loss, output_dir=cfg.output_dir, bf16=False)
-        assert cfg.to_dict() == ref.to_dict(), loss
-        parser = build_parser(loss)
-        for name in ("learning_rate", "num_generations", "per_device_train_batch_size"):
-            shown = next(a.default for a in parser._actions if a.dest == name)
-            assert shown == getattr(ref, name), (loss, name)
-    assert _config("--loss", "opo")[1].num_generations == 6  # the issue: the CLI gave OPO 8
-
-
 def test_config_file_keys_are_the_flags_and_flags_always_win(tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(

@@ -35,7 +35,7 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line.rstrip("\r\n"))  # one line: json's column is ours
                 except json.JSONDecodeError as e:
                     raise ValueError(
                         f"load_rows: {path}: line {n} is not valid JSON: {e.msg} at column {e.colno}"
