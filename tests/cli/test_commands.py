@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shlex
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +103,53 @@ def test_verl_help_and_usage_errors_without_verl(capsys):
     assert "--config" in capsys.readouterr().out
     assert cli.main(["verl"]) == 2
     assert "the following arguments are required: --config" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the docs' commands
+
+ROOT = Path(__file__).resolve().parents[2]
+FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.M | re.S)
+
+
+def _train_section() -> str:
+    text = (ROOT / "docs/guides/grpo-to-adpo.md").read_text()
+    start = text.index("## From the command line: `adpo train`")
+    end = text.find("\n## ", start + 10)
+    return text[start : end if end > 0 else None]
+
+
+def test_documented_adpo_train_commands_parse(tmp_path, monkeypatch):
+    from adpo.cli.train import parse_train_args
+
+    blocks = FENCE.findall(_train_section())
+    (tmp_path / "run.yaml").write_text(next(code for lang, code in blocks if lang == "yaml"))
+    monkeypatch.chdir(tmp_path)
+    commands = [
+        line
+        for lang, code in blocks
+        if lang == "bash"
+        for line in code.replace("\\\n", " ").splitlines()
+        if line.startswith("adpo train")
+    ]
+    assert len(commands) >= 5
+    for line in commands:
+        args, config = parse_train_args(shlex.split(line)[2:])
+        assert args.model and config.output_dir, line
+
+
+def test_documented_error_messages_are_what_adpo_prints(tmp_path, monkeypatch, capsys):
+    pages = [_train_section(), (ROOT / "docs/guides/getting-started.md").read_text()]
+    examples = [
+        (m[1], m[2].strip())
+        for page in pages
+        for lang, code in FENCE.findall(page)
+        if lang == "text"
+        for m in re.finditer(r"^\$ (adpo .+)\n((?:[^$].*\n?)+)", code, re.M)
+    ]
+    assert len(examples) >= 3
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.jsonl").write_text('{"prompt": "1+1=", "answer": "2"}\n')
+    for command, output in examples:
+        status = cli.main(shlex.split(command)[1:])
+        assert status == 2 or status == 1, command
+        assert capsys.readouterr().err.strip() == output, command
