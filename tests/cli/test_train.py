@@ -151,6 +151,26 @@ def test_config_file_keys_are_the_flags_and_flags_always_win(tmp_path):
     assert (args.loss, type(c).__name__, c.max_steps) == ("adpo-pl", "ADPOConfig", 100)
 
 
+def test_script_options_take_effect(monkeypatch):
+    from adpo.cli import train
+
+    _, cfg = _config("--format_weight", "0.5")
+    assert cfg.reward_weights == [1.0, 0.5]  # the format reward's weight beside the task's
+    assert _config()[1].reward_weights is None
+    assert _config()[1].bf16 is False  # CPU here: bf16 only where the GPU supports it
+    seen = {}
+    monkeypatch.setattr(train, "load_rows", lambda source, **kw: seen.update(kw) or [])
+    args, _ = _config("--dataset_config", "main", "--dataset_train_split", "test")
+    train._read_rows(args)
+    assert seen == {"split": "test", "name": "main"}
+    suffixed, _ = prepare_dataset(
+        _ds([{"prompt": "1+1=", "answer": "2"}]),
+        TrainArgs(model="m", dataset="d", chat="no", prompt_suffix=" Answer:"),
+        None,
+    )
+    assert suffixed[0]["prompt"] == "1+1= Answer:"
+
+
 def test_config_file_sets_environment_variables(tmp_path, monkeypatch):
     monkeypatch.delenv("ADPO_TEST_VAR", raising=False)
     (tmp_path / "c.yaml").write_text("env:\n  ADPO_TEST_VAR: 3\n")
@@ -251,6 +271,8 @@ BAD = [
      2, r"`temperature` \(.*c\.yaml line 1\) must be a number > 0"),
     ("config file: old trainer block", ["--config", "YAML:trainer:\n  tau: 0.5\n"],
      2, r"c\.yaml line 1: `trainer:` is gone; write its keys at the top level \(tau: …\)"),
+    ("config file: unknown loss", ["--config", "YAML:loss: ppo\n"],
+     2, r"c\.yaml line 1: `loss` must be one of adpo-pl, .*; got 'ppo'"),
     ("config file: not YAML", ["--config", "YAML:max_steps: 3\ntau: [1\n"],
      1, r"c\.yaml line 2, column 6: not valid YAML"),
     ("config file: missing", ["--config", "ROOT/none.yaml"], 1, r"--config .*none\.yaml: no such file"),

@@ -52,7 +52,9 @@ def environment_report() -> dict[str, str]:
     if code["commit"] is None:
         commit = "none (an installed package, not a git checkout)"
     else:
-        commit = code["commit"] + (" (dirty: tracked files differ from it)" if code["dirty"] else "")
+        commit = code["commit"] + (
+            " (dirty: tracked files differ from it)" if code["dirty"] else ""
+        )
     return {
         "adpo": code["adpo"],
         "adpo commit": commit,

@@ -267,13 +267,20 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainArgs, Any]:
                 raise UsageError(f"{config_path} line {lines['env']}: `env` must be a mapping")
             os.environ.update({str(k): str(v) for k, v in env.items()})
         if "trainer" in values:  # the layout before TRL's parser: a nested `trainer:` block
-            keys = ", ".join(f"{k}: …" for k in values["trainer"] or {})
+            block = values["trainer"]
+            keys = ", ".join(f"{k}: …" for k in block) if isinstance(block, dict) else ""
             raise UsageError(
                 f"{config_path} line {lines['trainer']}: `trainer:` is gone; write its keys at "
                 f"the top level ({keys or 'tau: 0.5'}), as every option of the config is"
             )
-    loss = loss or values.get("loss") or "adpo-pl"
-    parser = build_parser(loss)
+    if loss is None and "loss" in values:
+        loss = str(values["loss"])
+        if loss not in LOSSES:
+            raise UsageError(
+                f"{config_path} line {lines['loss']}: `loss` must be one of {', '.join(LOSSES)}; "
+                f"got {loss!r}"
+            )
+    parser = build_parser(loss or "adpo-pl")
     where = parser.set_file_defaults(values, lines, config_path) if values else {}
     parsed = parser.parse(argv)
     given = {d for a in argv if a.startswith("--") and (d := parser.dest_of(a))}
@@ -305,7 +312,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainArgs, Any]:
 
         parsed["bf16"] = is_torch_bf16_gpu_available()
     try:
-        config = loss_config(loss, **parsed)
+        config = loss_config(args.loss, **parsed)
     except ValueError as e:
         message = str(e)
         named = re.search(r"`(\w+)`", message)
