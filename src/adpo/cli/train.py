@@ -410,7 +410,7 @@ def prepare_dataset(dataset: Any, args: TrainArgs, tokenizer: Any):
         ValueError: a missing column or a bad row, named.
     """
     prompt_col, ref_col, kind = _columns(dataset, args)
-    validate_rows(dataset, [prompt_col, ref_col], name=f"dataset {args.dataset!r}")
+    validate_rows(dataset, [prompt_col, ref_col], name=f"--dataset {args.dataset}")
     if isinstance(dataset, list):  # validated first: a bad row is named, not an Arrow error
         import datasets
 
@@ -571,12 +571,7 @@ def _train(argv: list[str]) -> int:
     _check_model(args.model)
     resume = _resume_point(args, config)
     rows = _read_rows(args)
-    prompt_col, ref_col, _ = _columns(rows, args)
-    try:
-        validate_rows(rows, [prompt_col, ref_col], name=f"--dataset {args.dataset}")
-    except ValueError as e:
-        raise InputError(str(e)) from e
-    # every input is valid: only now is anything loaded or written
+    # only files are read so far; the tokenizer (for its chat template) writes nothing either
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -587,7 +582,10 @@ def _train(argv: list[str]) -> int:
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dataset, kind = prepare_dataset(rows, args, tokenizer)
+    try:
+        dataset, kind = prepare_dataset(rows, args, tokenizer)
+    except ValueError as e:  # a missing column or a bad row, named
+        raise InputError(str(e)) from e
     reward = {"math": math_reward, "exact": exact_match_reward, "arithmetic": arithmetic_reward}
     reward_funcs: list = [reward[kind]]
     if args.format_weight > 0:
