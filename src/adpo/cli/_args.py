@@ -55,11 +55,12 @@ def run_command(prog: str, fn: Callable[[list[str]], int | None], argv: Sequence
     token = _debug.set(debug)
     try:
         with warnings.catch_warnings():
-            # TRL 1.16 calls transformers' deprecated `gradient_checkpointing*` names while it
-            # generates; nothing a user of the command can change
+            # TRL 1.16 calls transformers' deprecated gradient-checkpointing methods around
+            # generation; nothing a user of the command can change
             warnings.filterwarnings(
                 "ignore",
-                message=r"`(is_)?gradient_checkpointing\w*` is deprecated",
+                message=r"`(is_gradient_checkpointing|gradient_checkpointing_(enable|disable))` "
+                "is deprecated",
                 category=FutureWarning,
             )
             return int(fn(argv) or 0)
@@ -82,7 +83,7 @@ def run_command(prog: str, fn: Callable[[list[str]], int | None], argv: Sequence
         if debug:
             raise
         lines = [x for x in str(e).splitlines() if x.strip()] or [""]
-        text = "\n".join(lines[:3]) + (" …" if len(lines) > 3 else "")
+        text = "\n".join(lines[:2]) + (" …" if len(lines) > 2 else "")
         _say(prog, f"{type(e).__name__}: {text}\n(run again with --debug for the traceback)")
         return 1
     finally:
