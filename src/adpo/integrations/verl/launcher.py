@@ -34,6 +34,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from adpo.integrations._verl_args import DESCRIPTION, add_launcher_arguments
+
 from .config import LOSS_MODES
 from .validation import VerlGroupConfigError, validate_verl_config
 
@@ -113,11 +115,11 @@ def use_cpu(overrides: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m adpo.integrations.verl``: parse the flags (:func:`adpo.cli.verl.make_parser`), :func:`run`."""
-    from adpo.cli.verl import make_parser
-
-    parser = make_parser(prog="python -m adpo.integrations.verl")
-    return run(parser.parse_args(sys.argv[1:] if argv is None else argv))
+    """``python -m adpo.integrations.verl``: parse the flags, then :func:`run`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m adpo.integrations.verl", description=DESCRIPTION
+    )
+    return run(add_launcher_arguments(parser).parse_args(sys.argv[1:] if argv is None else argv))
 
 
 def run(args: argparse.Namespace) -> int:
