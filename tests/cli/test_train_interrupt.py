@@ -122,3 +122,15 @@ def test_ctrl_c_outside_training_is_one_line_and_130(capsys):
 
     assert run_command("adpo train", interrupted, []) == 130
     assert capsys.readouterr().err == "adpo train: interrupted\n"
+
+
+def test_the_resume_command_is_this_run_less_how_it_started():
+    from adpo.cli.train import _resume_command
+
+    argv = ["--model", "m", "--resume_from_checkpoint", "out/checkpoint-1", "--max-steps", "5",
+            "--overwrite-output-dir", "true", "--resume-from-checkpoint=latest",
+            "--overwrite_output_dir", "--prompt_suffix", "two words"]  # fmt: skip
+    assert _resume_command(argv, "out/checkpoint-3") == (
+        "adpo train --model m --max-steps 5 --prompt_suffix 'two words' "
+        "--resume_from_checkpoint out/checkpoint-3"
+    )

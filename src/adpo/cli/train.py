@@ -483,8 +483,8 @@ class _TiedWeightsNote(logging.Filter):
 class _StopOnInterrupt(TrainerCallback):
     """Ctrl-C during training: finish the optimizer step, save a checkpoint, stop.
 
-    A second Ctrl-C raises ``KeyboardInterrupt`` at once. With several processes, each stops at the first step
-    where any of them was interrupted.
+    A second Ctrl-C raises ``KeyboardInterrupt`` at once. With several processes, each stops
+    at the first step where any of them was interrupted.
     """
 
     def __init__(self) -> None:
@@ -530,26 +530,23 @@ class _StopOnInterrupt(TrainerCallback):
 
 def _resume_command(argv: Sequence[str], checkpoint: str) -> str:
     """The command line of this run, resuming from ``checkpoint``."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        name = a.split("=", 1)[0].replace("-", "_")
-        if name == "__resume_from_checkpoint":
-            skip = "=" not in a
-            continue
-        if name == "__overwrite_output_dir":
+    out, i = [], 0
+    while i < len(argv):  # this run's flags, less how it started (resume, overwrite)
+        a = argv[i]
+        name = a.split("=", 1)[0].lstrip("-").replace("-", "_") if a.startswith("--") else ""
+        has_value = "=" not in a and i + 1 < len(argv) and not argv[i + 1].startswith("--")
+        if name in ("resume_from_checkpoint", "overwrite_output_dir"):
+            i += 2 if has_value else 1
             continue
         out.append(a)
+        i += 1
     return shlex.join([*PROG.split(), *out, "--resume_from_checkpoint", checkpoint])
 
 
 @contextlib.contextmanager
 def _quiet_tied_weights(model: Any) -> Iterator[None]:
-    aliases = _tied_aliases(model)
     logger = logging.getLogger("transformers.trainer")
-    note = _TiedWeightsNote(aliases)
+    note = _TiedWeightsNote(_tied_aliases(model))
     logger.addFilter(note)
     try:
         yield
@@ -615,8 +612,8 @@ def _train(argv: list[str]) -> int:
         if last is None:
             _say(f"{PROG}: interrupted at step {trainer.state.global_step}; no checkpoint saved")
         else:
-            _say(f"{PROG}: interrupted; the last checkpoint is {last}\nresume with: "
-                          f"{_resume_command(argv, last)}")  # fmt: skip
+            resume_with = _resume_command(argv, last)
+            _say(f"{PROG}: interrupted; the last checkpoint is {last}\nresume with: {resume_with}")
         return 130
     if stop.stopped_at is not None:
         checkpoint = os.path.join(out, f"checkpoint-{stop.stopped_at}")
