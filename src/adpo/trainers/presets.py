@@ -4,8 +4,8 @@ Same generation, batching and reward code for every objective; only the loss dif
 
 | name | trainer and settings |
 |---|---|
-| ``adpo-pl`` | :class:`~adpo.trainers.ADPOTrainer`, Plackett–Luce target, ``ADPOConfig``'s defaults (the ADPO paper's LLM setting: τ 0.8) |
-| ``adpo`` | :class:`~adpo.trainers.ADPOTrainer`, softmax target, ``ADPOConfig``'s defaults (τ 0.8, β_r 0.5) |
+| ``adpo-pl`` | :class:`~adpo.trainers.ADPOTrainer`, Plackett–Luce target, ``ADPOConfig``'s defaults (the ADPO paper's LLM setting: τ_base 0.8 with the entropy-reward schedule, a 0.2, b 0.5) |
+| ``adpo`` | :class:`~adpo.trainers.ADPOTrainer`, softmax target, ``ADPOConfig``'s defaults (τ_base 0.8 and the same schedule, β_r 0.5) |
 | ``opo`` | :class:`~adpo.trainers.OPOTrainer`, ``OPOConfig``'s defaults (α 0.4, μ 1.0) |
 | ``grpo`` | TRL ``GRPOTrainer``, ``loss_type="grpo"``: PPO-clip ε 0.2, per-sequence token mean, group-std advantages, no KL (β 0) |
 | ``gspo`` | TRL ``GRPOTrainer``, sequence-level ratio (``importance_sampling_level="sequence"``), ε 3e-4 / 4e-4, ``loss_type="grpo"`` (TRL's GSPO recipe) |
@@ -55,6 +55,17 @@ _PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
             "beta": 0.0,
         },
     ),
+}
+
+
+# the settings that make a config *this* objective (the rest of a preset may be overridden)
+_IDENTITY: dict[str, dict[str, Any]] = {
+    "adpo-pl": {"target": "plackett_luce"},
+    "adpo": {"target": "softmax"},
+    "opo": {},
+    "grpo": {"loss_type": "grpo", "importance_sampling_level": "token"},
+    "gspo": {"importance_sampling_level": "sequence"},
+    "dapo": {"loss_type": "dapo"},
 }
 
 
@@ -127,6 +138,13 @@ def make_trainer(
     GRPO/GSPO/DAPO use TRL's own ``GRPOTrainer``; their callable rewards are wrapped in
     :func:`adpo.rewards.guard_reward` as ADPO/OPO's are (a failing sample gets no reward
     instead of stopping the run).
+
+    Raises:
+        ValueError: ``args`` of another objective (another config class, or a setting
+            that defines another objective, such as ``target`` for ``adpo-pl``/``adpo`` or
+            ``loss_type`` for ``grpo``/``dapo``), or a ``ref_model`` the trainer would not
+            use (GRPO/GSPO/DAPO; ADPO/OPO refuse it themselves unless ``anchor="fixed"`` or
+            ``log_kl_to_init=True``).
     """
     from trl import GRPOTrainer
 
@@ -135,6 +153,24 @@ def make_trainer(
 
     if loss not in _PRESETS:
         raise ValueError(f"make_trainer: `loss` must be one of {LOSSES}, got {loss!r}")
+    cls_name = _PRESETS[loss][0]
+    if type(args).__name__ != cls_name:  # GRPOConfig's subclasses are ADPO/OPO configs
+        raise ValueError(
+            f"make_trainer: loss {loss!r} trains with a {cls_name}, got `args` of type "
+            f"{type(args).__name__}; build it with loss_config({loss!r}, ...)"
+        )
+    wrong = {k: getattr(args, k) for k, v in _IDENTITY[loss].items() if getattr(args, k) != v}
+    if wrong:
+        raise ValueError(
+            f"make_trainer: `args` has {wrong}, which is not the {loss!r} objective "
+            f"({_IDENTITY[loss]}); build it with loss_config({loss!r}, ...) or pick the loss "
+            "these settings belong to"
+        )
+    if ref_model is not None and cls_name == "GRPOConfig":
+        raise ValueError(
+            f"make_trainer: `ref_model` would be ignored by {loss!r}: TRL's GRPOTrainer builds "
+            "its own reference model, and only with beta != 0 (the presets use beta = 0)"
+        )
     common = dict(
         model=model,
         reward_funcs=reward_funcs,
