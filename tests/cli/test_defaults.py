@@ -122,13 +122,13 @@ def test_targets_page_defaults_table_states_the_configs_defaults():
 
 def test_readme_defaults_line_states_the_configs_defaults():
     text = " ".join((ROOT / "README.md").read_text().split())
-    m = re.search(r"The defaults are the paper's \(([^;]*); OPO: ([^)]*)\)", text)
+    m = re.search(r"The defaults are the papers?'[^(]*\(([^;]*); OPO: ([^)]*)\)", text)
     assert m, "README: the line with the defaults moved"
-    symbols = {"τ": "tau", "G": "num_generations", "lr": "learning_rate", "α": "alpha", "μ": "mu"}
+    symbols = {"τ": "tau", "τ_base": "tau", "G": "num_generations", "lr": "learning_rate",
+               "α": "alpha", "μ": "mu"}  # fmt: skip
     statements = []
     for cls_name, part in (("ADPOConfig", m[1]), ("OPOConfig", m[2])):
-        for item in part.split(", "):
-            symbol, value = item.split(" ")
+        for symbol, value in re.findall(r"(τ_base|τ|G|lr|α|μ) (\d[\d.e-]*)", part):
             statements.append((cls_name, symbols[symbol], _number(value)))
     assert _check(statements, "README.md") == 7
 

@@ -117,9 +117,15 @@ def test_objective_options_are_flags_of_their_config():
 
     from adpo.trainers import ADPOConfig, OPOConfig
 
-    args, cfg = _config("--tau", "0.5", "--anchor", "ema", "--target", "softmax", "--beta", "0")
-    assert type(cfg) is ADPOConfig and (cfg.tau, cfg.anchor, cfg.target) == (0.5, "ema", "softmax")
+    args, cfg = _config("--tau", "0.5", "--anchor", "ema", "--beta", "0")
+    assert type(cfg) is ADPOConfig and (cfg.tau, cfg.anchor, cfg.target) == (
+        0.5,
+        "ema",
+        "plackett_luce",
+    )
     assert args.loss == "adpo-pl"
+    _, cfg = _config("--loss", "adpo", "--target", "softmax")
+    assert (type(cfg), cfg.target) == (ADPOConfig, "softmax")
     _, cfg = _config("--loss", "opo", "--alpha", "0.3", "--mu", "2", "--num-generations", "3",
                      "--per_device_train_batch_size", "6")  # fmt: skip
     assert type(cfg) is OPOConfig and (cfg.alpha, cfg.mu, cfg.num_generations) == (0.3, 2.0, 3)
@@ -254,7 +260,11 @@ BAD = [
     ("no epochs", ["--max_steps", "-1", "--num_train_epochs", "0"], 2, r"--num_train_epochs must be > 0"),
     ("G = 1", ["--num_generations", "1"], 2, r"--num_generations must be at least 2"),
     ("batch not whole groups", ["--num_generations", "3"],
-     2, r"`per_device_train_batch_size` \(8\) must be a multiple of `num_generations` \(3\)"),
+     2, r"generation_batch_size \(8\) must be divisible by num_generations \(3\)"),
+    ("target of another objective", ["--target", "softmax"],
+     2, r"--target softmax contradicts --loss adpo-pl \(target plackett_luce\); that is --loss adpo"),
+    ("target no objective has", ["--loss", "adpo", "--target", "top1"],
+     2, r"--target top1 contradicts --loss adpo \(target softmax\); no --loss trains with it"),
     ("config check", ["--tau", "-1"], 2, r"ADPOConfig: `tau` must be finite and > 0, got -1.0"),
     ("refused GRPO field", ["--beta", "0.1"], 2, r"`beta=0.1`: the KL penalty"),
     ("format and reward weights", ["--format_weight", "0.5", "--reward_weights", "1", "1"],
@@ -333,7 +343,8 @@ def test_run_saves_resumes_and_writes_a_true_model_card(local, tmp_path, capsys)
     from adpo.trainers import ADPOConfig
 
     out = tmp_path / "out"
-    flags = ["--tau", "0.5", "--anchor", "ema", "--target", "softmax", "--save_steps", "1"]
+    flags = ["--loss", "adpo", "--target", "softmax", "--tau", "0.5", "--anchor", "ema",
+             "--save_steps", "1"]  # fmt: skip
     assert cli.main(["train", *_argv(local, out, "--max_steps", "2", *flags)]) == 0
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2]

@@ -42,7 +42,7 @@ from transformers import TrainerCallback
 from adpo._io import console
 from adpo.cli._args import InputError, UsageError, run_command
 from adpo.data.rows import load_rows, validate_rows
-from adpo.trainers.presets import LOSSES, Loss, loss_config, make_trainer, preset
+from adpo.trainers.presets import LOSSES, Loss, identity, loss_config, make_trainer, preset
 
 __all__ = ["TrainArgs", "build_parser", "main", "parse_train_args", "prepare_dataset"]
 
@@ -319,6 +319,14 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainArgs, Any]:
         if named and named.group(1) in where and named.group(1) not in given:
             message += f" ({where[named.group(1)]})"
         raise UsageError(message) from e
+    for name, value in identity(args.loss).items():  # what --loss means, not to be contradicted
+        if getattr(config, name) != value:
+            given_value = getattr(config, name)
+            other = [lo for lo in LOSSES if identity(lo).get(name) == given_value]
+            hint = f"; that is --loss {other[0]}" if other else "; no --loss trains with it"
+            raise UsageError(
+                f"{at(name)} {given_value} contradicts --loss {args.loss} ({name} {value}){hint}"
+            )
     return args, config
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, get_args
 
-__all__ = ["LOSSES", "Loss", "loss_config", "make_trainer", "preset"]
+__all__ = ["LOSSES", "Loss", "identity", "loss_config", "make_trainer", "preset"]
 
 #: an objective's name: ``adpo train --loss``, the demo and the benchmarks take these
 Loss = Literal["adpo-pl", "adpo", "opo", "grpo", "gspo", "dapo"]
@@ -89,6 +89,13 @@ def preset(loss: str) -> tuple[type, dict[str, Any]]:
         raise ValueError(f"loss_config: `loss` must be one of {LOSSES}, got {loss!r}")
     cls_name, settings = _PRESETS[loss]
     return _config_class(cls_name), dict(settings)
+
+
+def identity(loss: str) -> dict[str, Any]:
+    """The settings that make a config objective ``loss`` (a copy): :func:`make_trainer`
+    refuses a config that differs in them, ``adpo train`` the flags that would."""
+    preset(loss)  # a known objective
+    return dict(_IDENTITY[loss])
 
 
 def loss_config(loss: str, **overrides: Any):
