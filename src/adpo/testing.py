@@ -115,10 +115,14 @@ def tiny_trl_args(output_dir: str | os.PathLike[str], **overrides: Any) -> dict[
     """Keyword arguments of a small, fast, CPU-only TRL run; ``overrides`` win.
 
     G = 4, 8 completions per micro-batch (two groups), 3 completion tokens, 2 steps at a
-    constant lr 1e-2, no checkpoints, no reporting, no bf16, no progress bar. Works for
-    :class:`~adpo.trainers.ADPOConfig`, :class:`~adpo.trainers.OPOConfig` and TRL's
-    ``GRPOConfig`` alike.
+    constant lr 1e-2, no checkpoints, no reporting, no bf16, no progress bar, no activation
+    checkpointing. Works for :class:`~adpo.trainers.ADPOConfig`,
+    :class:`~adpo.trainers.OPOConfig` and TRL's ``GRPOConfig`` alike. transformers 5's old
+    name ``gradient_checkpointing`` is accepted in ``overrides`` and passed on under the new
+    one, ``activation_checkpointing`` (so the config does not warn about it).
     """
+    if "gradient_checkpointing" in overrides:
+        overrides["activation_checkpointing"] = overrides.pop("gradient_checkpointing")
     return {
         "output_dir": str(output_dir),
         "num_generations": 4,
@@ -133,7 +137,7 @@ def tiny_trl_args(output_dir: str | os.PathLike[str], **overrides: Any) -> dict[
         "bf16": False,
         "use_cpu": True,
         "disable_tqdm": True,
-        "gradient_checkpointing": False,
+        "activation_checkpointing": False,
         "seed": 0,
         **overrides,
     }

@@ -97,6 +97,7 @@ from adpo.losses import (
 )
 from adpo.rewards.guard import guard_reward_funcs
 from adpo.schedules import EntropyRewardTemperature, GuardedTemperature, policy_entropy_norm
+from adpo.trainers import _model_card
 from adpo.trainers._model import disable_dropout, has_dropout
 from adpo.trainers.grpo_fields import refusal_message, refused_fields
 
@@ -1201,6 +1202,11 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         rank = self.accelerator.process_index
         torch.save(self._extra_state(), os.path.join(folder, _STATE_FILE.format(rank=rank)))
 
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """TRL's model card, completed by :func:`adpo.trainers._model_card.complete`."""
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        _model_card.complete(self)
+
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
@@ -1268,6 +1274,7 @@ class ADPOTrainer(_AnchoredGroupTrainer):
     _config_class = ADPOConfig
     _tag_names = ["trl", "adpo"]  # noqa: RUF012
     _name = "ADPO"
+    _paper = _model_card.ADPO_PAPER
     _unit = "groups"  # the loss is a mean over prompts
     _metric_names = (
         "anchored_entropy",
@@ -1435,6 +1442,7 @@ class OPOTrainer(_AnchoredGroupTrainer):
     _config_class = OPOConfig
     _tag_names = ["trl", "opo"]  # noqa: RUF012
     _name = "OPO"
+    _paper = _model_card.OPO_PAPER
     _unit = "rows"  # the loss is a mean over completions
     _metric_names = (
         "anchored_entropy",
