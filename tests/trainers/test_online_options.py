@@ -359,3 +359,17 @@ def test_disable_dropout_also_zeroes_attention_dropout_and_split_groups_warn_wit
     with pytest.warns(UserWarning, match="split groups and the model has active dropout"):
         ADPOTrainer(model=model, reward_funcs=_graded, args=args, train_dataset=ds,
                     processing_class=tok)  # fmt: skip
+
+
+@pytest.mark.parametrize("cls", [ADPOConfig, OPOConfig])
+def test_building_a_config_at_its_defaults_raises_no_future_warning(tmp_path, cls):
+    """TRL's default ``gradient_checkpointing=True`` reaches transformers under the new name,
+    and an explicit old-name value still decides."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        on = cls(output_dir=str(tmp_path), use_cpu=True, bf16=False)
+        off = cls(output_dir=str(tmp_path), use_cpu=True, bf16=False, gradient_checkpointing=False)
+    assert on.activation_checkpointing is True and on.gradient_checkpointing is True
+    assert off.activation_checkpointing is False and off.gradient_checkpointing is False

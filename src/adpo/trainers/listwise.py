@@ -39,6 +39,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import math
 import os
 import warnings
 from collections import defaultdict
@@ -187,6 +188,10 @@ class ListwiseConfig(TrainingArguments):
                 f"ListwiseConfig: `target` must be one of {TARGETS}, got {self.target!r}"
             )
         self.anchor = canonical_anchor(self.anchor, owner="ListwiseConfig: `anchor`")
+        if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
+            raise ValueError(
+                f"ListwiseConfig: `learning_rate` must be a number > 0, got {self.learning_rate!r}"
+            )
         # one name per option across configs; the old names stay as deprecated aliases
         for new, old, default in (
             ("target_beta", "beta", 0.5),

@@ -236,6 +236,15 @@ class AnchoredGroupConfig(GRPOConfig):
 
     def __post_init__(self) -> None:
         name = type(self).__name__
+        # TRL's GRPOConfig defaults the deprecated ``gradient_checkpointing`` to True, which
+        # transformers answers with a FutureWarning on every config built; hand its value to
+        # the new name first (an explicit ``activation_checkpointing`` still wins)
+        for old, new in (
+            ("gradient_checkpointing", "activation_checkpointing"),
+            ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+        ):
+            if getattr(self, new, None) is None and getattr(self, old, None) is not None:
+                setattr(self, new, getattr(self, old))
         super().__post_init__()
         if self.seq_reduction not in ("sum", "mean"):
             raise ValueError(
