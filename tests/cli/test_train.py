@@ -431,3 +431,46 @@ def test_tied_lm_head_is_an_alias_and_its_resume_note_is_dropped():
     assert not note.filter(record(missing.format(["lm_head.weight"])))
     assert note.filter(record(missing.format(["lm_head.weight", "model.norm.weight"])))
     assert note.filter(record("something else"))
+
+
+def test_trl_model_flags_load_the_model_and_train_a_lora_adapter(local, tmp_path, monkeypatch):
+    """``trl grpo``'s ModelConfig flags: LoRA as asked, and the dtype the model loads in."""
+    from adpo.cli import train
+
+    out = tmp_path / "out"
+    flags = ["--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules",
+             "q_proj", "v_proj", "--dtype", "bfloat16", "--bf16", "false"]  # fmt: skip
+    loaded = {}
+    real = train.make_trainer
+
+    def spy(loss, model, *a, **kw):
+        loaded["dtype"] = next(model.parameters()).dtype
+        trainer = real(loss, model, *a, **kw)
+        loaded["trainable"] = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+        return trainer
+
+    monkeypatch.setattr(train, "make_trainer", spy)
+    assert cli.main(["train", *_argv(local, out, "--max_steps", "1", *flags)]) == 0
+    assert loaded["dtype"] == torch.bfloat16
+    assert loaded["trainable"] and all("lora_" in n for n in loaded["trainable"])
+    assert {n.split(".lora_")[0].split(".")[-1] for n in loaded["trainable"]} == {
+        "q_proj",
+        "v_proj",
+    }
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and adapter["lora_alpha"] == 8
+    assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    # without the flags: the full model, in TRL's default dtype
+    args, _ = _config("--lora_r", "8")
+    assert args.model_config.use_peft is False and args.model_config.lora_r == 8
+    assert _config()[0].model_config.dtype == "float32"
+
+
+def test_trl_model_flags_are_checked_before_the_model_loads(local, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["train", *_argv(local, out, "--use_peft", "--lora_task_type", "SEQ_CLS")]
+    assert cli.main(argv) == 2
+    assert "--lora_task_type must be CAUSAL_LM" in capsys.readouterr().err
+    assert cli.main(["train", *_argv(local, out, "--load_in_4bit")]) == 2
+    assert "unknown option --load_in_4bit" in capsys.readouterr().err
+    assert not out.exists()

@@ -4,7 +4,9 @@ The flags are TRL's: every field of the objective's config (``ADPOConfig`` for `
 adpo-pl``/``adpo``, ``OPOConfig`` for ``opo``, TRL's ``GRPOConfig`` for ``grpo``/``gspo``/
 ``dapo``, with the objective's preset from :func:`adpo.trainers.presets.preset`) is a flag
 of the same name, beside the script's own arguments (:class:`TrainArgs`: model, dataset,
-reward). The parser is TRL's ``TrlParser`` over those dataclasses, built when the command
+reward) and TRL's ``ModelConfig`` (``--dtype``, ``--attn_implementation``,
+``--model_revision`` and LoRA: ``--use_peft``, ``--lora_r`` …, as ``trl grpo`` takes them;
+its 4/8-bit quantization flags are left out, untested on these CPU machines). The parser is TRL's ``TrlParser`` over those dataclasses, built when the command
 runs, so a field added to a config is a flag at once and the defaults are the configs' own.
 ``--config FILE.yaml`` holds the same flat keys; a flag given on the command line always
 beats the file. A flag of another objective is refused with a message naming the objective
@@ -50,6 +52,25 @@ PROG = "adpo train"
 _PROMPT_SUFFIX_MATH = "\nPut your final answer within \\boxed{}."
 # options of the script that no dataclass holds (a config field of the same name is left out)
 _SCRIPT_OPTIONS = ("config", "debug")
+# TRL's ModelConfig fields that are not flags: the model is --model; bitsandbytes
+# quantization (QLoRA) needs a CUDA device and is untested here
+_MODEL_SKIPPED = (
+    "model_name_or_path",
+    "load_in_8bit",
+    "load_in_4bit",
+    "bnb_4bit_quant_type",
+    "use_bnb_nested_quant",
+    "bnb_4bit_quant_storage",
+)
+
+
+def _model_fields() -> list[dataclasses.Field]:
+    """TRL's ``ModelConfig`` fields that ``adpo train`` takes as flags."""
+    from trl import ModelConfig
+
+    return [f for f in dataclasses.fields(ModelConfig) if f.name not in _MODEL_SKIPPED]
+
+
 # a hub id: "name" or "owner/name" (huggingface_hub's rules: no leading/trailing '-' or '.')
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
 
@@ -121,6 +142,9 @@ class TrainArgs:
             "resumes from a checkpoint."
         },
     )
+    model_config: Any = field(default=None, init=False, repr=False)
+    """TRL's ``ModelConfig`` of the run (model loading and LoRA), set by
+    :func:`parse_train_args`."""
 
 
 # --------------------------------------------------------------------------- parsing
@@ -190,7 +214,11 @@ def build_parser(loss: str = "adpo-pl"):
     if loss not in LOSSES:
         raise UsageError(f"--loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     cls, settings = preset(loss)
+    from trl import ModelConfig
+
+    model_fields = _model_fields()
     script = {f.name for f in dataclasses.fields(TrainArgs)} | set(_SCRIPT_OPTIONS)
+    script |= {f.name for f in model_fields}
     transformers_fields = {f.name for f in dataclasses.fields(TrainingArguments)}
     trl_fields = {f.name for f in dataclasses.fields(GRPOConfig)} - transformers_fields
     fields = [f for f in _config_fields(cls).values() if f.name not in script]
@@ -213,6 +241,7 @@ def build_parser(loss: str = "adpo-pl"):
     parser.add_fields(f"{PROG}", TrainArgs, defaults={"loss": loss})
     parser.add_option(PROG, "--config", metavar="FILE.yaml", help="Options from a YAML file.")
     parser.add_option(PROG, "--debug", action="store_true", help="Show the traceback of an error.")
+    parser.add_fields("ModelConfig (TRL): model loading and LoRA", ModelConfig, model_fields)
     groups = [
         (f"{cls.__name__} (adpo): the objective's own options", own),
         (
@@ -289,10 +318,22 @@ def parse_train_args(argv: Sequence[str]) -> tuple[TrainArgs, Any]:
         """Where a value came from, for a message: the flag, or the file's line."""
         return f"--{name}" if name in given or name not in where else f"`{name}` ({where[name]})"
 
-    script = {f.name: parsed.pop(f.name) for f in dataclasses.fields(TrainArgs)}
+    script = {f.name: parsed.pop(f.name) for f in dataclasses.fields(TrainArgs) if f.init}
+    model = {f.name: parsed.pop(f.name) for f in _model_fields()}
     parsed.pop("config", None)
     parsed.pop("debug", None)
     args = TrainArgs(**script)
+    from trl import ModelConfig
+
+    try:
+        args.model_config = ModelConfig(model_name_or_path=args.model, **model)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    if args.model_config.lora_task_type != "CAUSAL_LM":
+        raise UsageError(
+            f"{at('lora_task_type')} must be CAUSAL_LM for a policy; got "
+            f"{args.model_config.lora_task_type!r}"
+        )
     for name, (ok, expected) in _RANGES.items():
         if name in parsed and parsed[name] is not None and not ok(parsed[name]):
             raise UsageError(f"{at(name)} must be {expected}; got {parsed[name]!r}")
@@ -572,6 +613,19 @@ def _load(what: str, loader: Any, model: str) -> Any:
         raise InputError(f"--model {model}: cannot load the {what}{hint}: {reason}") from e
 
 
+def _model_loader(mc: Any) -> Any:
+    """``from_pretrained`` with ``trl grpo``'s model arguments (``dtype``, ``revision``,
+    ``attn_implementation``)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = mc.dtype if mc.dtype in ("auto", None) else getattr(torch, mc.dtype)
+    kwargs = {"revision": mc.model_revision, "dtype": dtype}
+    if mc.attn_implementation is not None:
+        kwargs["attn_implementation"] = mc.attn_implementation
+    return lambda model: AutoModelForCausalLM.from_pretrained(model, **kwargs)
+
+
 def _train(argv: list[str]) -> int:
     args, config = parse_train_args(argv)
     _check_model(args.model)
@@ -579,12 +633,16 @@ def _train(argv: list[str]) -> int:
     rows = _read_rows(args)
     # only files are read so far; the tokenizer (for its chat template) writes nothing either
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+    from trl import get_peft_config
 
     from adpo.rewards import FormatReward, arithmetic_reward, exact_match_reward, math_reward
     from adpo.trainers import _model_card
 
-    tokenizer = _load("tokenizer", AutoTokenizer.from_pretrained, args.model)
+    revision = args.model_config.model_revision
+    tokenizer = _load(
+        "tokenizer", lambda m: AutoTokenizer.from_pretrained(m, revision=revision), args.model
+    )
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -596,8 +654,11 @@ def _train(argv: list[str]) -> int:
     reward_funcs: list = [reward[kind]]
     if args.format_weight > 0:
         reward_funcs.append(FormatReward())
-    model = _load("model", AutoModelForCausalLM.from_pretrained, args.model)
-    trainer = make_trainer(args.loss, model, reward_funcs, config, dataset, tokenizer)
+    model = _load("model", _model_loader(args.model_config), args.model)
+    peft_config = get_peft_config(args.model_config)
+    trainer = make_trainer(
+        args.loss, model, reward_funcs, config, dataset, tokenizer, peft_config=peft_config
+    )
     stop = _StopOnInterrupt()
     trainer.add_callback(stop)
     out = config.output_dir
