@@ -841,7 +841,7 @@ def test_estimator_gives_each_response_its_closed_form_weight_in_any_row_order(m
         [[1.0, 0.0, 1.0, 0.5], [0.0, 0.25, 0.5, 1.0], [0.2, 0.2, 0.2, 0.2], [0.0, 1.0, 0.0, 0.0]],
         dtype=torch.float64,
     )
-    data, (_, _, adv, mask, _) = verl_proto(B, G, seed=13, rewards=rewards)
+    data, (_, _, adv, _, _) = verl_proto(B, G, seed=13, rewards=rewards)
     perm = torch.randperm(B * G, generator=torch.Generator().manual_seed(0))
     data.reorder(perm)
     cfg = weights_config(mode)
