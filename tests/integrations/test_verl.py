@@ -857,22 +857,32 @@ def test_estimator_gives_each_response_its_closed_form_weight_in_any_row_order(m
     assert expected.abs().max() > 0.1  # not a test of zeros
 
 
-def test_estimator_follows_norm_adv_by_std_in_grpo():
-    """Dr.GRPO's centred advantages (``norm_adv_by_std_in_grpo=false``) give the same
-    ranking and, re-standardised by the loss, the same ADPO weights up to GRPO's eps."""
+@pytest.mark.parametrize("mode", ["adpo_listwise", "orthogonalized_po"])
+def test_estimator_follows_norm_adv_by_std_in_grpo(mode):
+    """With ``algorithm.norm_adv_by_std_in_grpo=false`` the whole-group mode ranks Dr.GRPO's
+    centred advantages; the estimator starts from the same numbers, so the weights equal
+    the whole-group gradient to 1e-9, and differ (by GRPO's eps) from the normalised ones."""
     from verl.trainer.ppo.ray_trainer import compute_advantage
 
-    data, _ = verl_proto(3, 4, seed=14)
-    on = compute_advantage(data, adv_estimator=W, config=weights_config("adpo_pl").algorithm)
-    off_cfg = weights_config("adpo_listwise", "algorithm.norm_adv_by_std_in_grpo=false")
-    on_sm = (
-        compute_advantage(data, adv_estimator=W, config=weights_config("adpo_listwise").algorithm)
-        .batch["advantages"]
-        .clone()
+    B, G = 3, 4
+    data, (old, new, _, mask, _) = verl_proto(B, G, seed=14)
+    if mode != "orthogonalized_po":
+        new = old.clone().requires_grad_()
+    index = data.non_tensor_batch["uid"]
+    centred, _ = compute_grpo_outcome_advantage(
+        data.batch["token_level_rewards"], mask, index, norm_adv_by_std_in_grpo=False
     )
-    off = compute_advantage(data, adv_estimator=W, config=off_cfg.algorithm).batch["advantages"]
-    torch.testing.assert_close(off, on_sm, rtol=1e-4, atol=1e-6)
-    assert on.batch["advantages"].abs().max() > 0
+    whole, _ = call(mode, old, new, centred, mask, actor_config(G, loss_mode=mode))
+    (g_whole,) = torch.autograd.grad(whole, new)
+    per_cfg = actor_config(G, loss_mode=mode, adv_estimator=W)
+    grads = {}
+    for norm in ("true", "false"):
+        cfg = weights_config(mode, f"algorithm.norm_adv_by_std_in_grpo={norm}")
+        a = compute_advantage(data, adv_estimator=W, config=cfg.algorithm).batch["advantages"]
+        loss, _ = call(mode, old, new, a.clone(), mask, per_cfg)
+        (grads[norm],) = torch.autograd.grad(loss, new)
+    torch.testing.assert_close(grads["false"], g_whole, rtol=1e-9, atol=1e-12)
+    assert (grads["true"] - g_whole).abs().max() > 1e-9
 
 
 def test_top1_and_pl_ties_survive_the_token_broadcast():
@@ -915,3 +925,203 @@ def test_adpo_weights_are_the_gradient_only_at_the_anchor():
     (g_per,) = torch.autograd.grad(per, new)
     assert (g_per - g_whole).abs().max() > 1e-2 * g_whole.abs().max()
     assert metrics["actor/adpo/delta_abs_max"] > 0.1  # the metric that shows it in a run
+
+
+# ------------------------------------------------------------------------ seq_reduction
+def _two_responses():
+    """One prompt, G = 2: response 0 has 3 tokens with log-ratios (−0.5, −1.0, −1.5), response
+    1 one token with −0.2 (the rest is padding holding garbage); rewards (1, 0)."""
+    old = torch.tensor([[-1.0, -2.0, -1.0], [-0.7, 9.0, 9.0]], dtype=torch.float64)
+    ratio = torch.tensor([[-0.5, -1.0, -1.5], [-0.2, 5.0, 5.0]], dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    adv = torch.tensor([[0.7071], [-0.7071]], dtype=torch.float64) * mask  # GRPO of (1, 0)
+    return old, (old + ratio).requires_grad_(), adv, mask
+
+
+@pytest.mark.parametrize("how, delta", [("sum", (-3.0, -0.2)), ("mean", (-1.0, -0.2))])
+def test_seq_reduction_changes_the_score_as_the_closed_form_says(how, delta):
+    """ADPO, G = 2, softmax target: L = −q₀ log σ(d) − q₁ log σ(−d), d = (Δ₀ − Δ₁)/τ, with
+    Δ the summed or the token-mean log-ratio; OPO: mean_i(−ω̂_i Δ_i + μ/2 Δ_i²), ω̂ = ±1/√2."""
+    import math
+
+    old, new, adv, mask = _two_responses()
+    tau, beta, mu = 0.8, 0.5, 2.0
+    z = 1 / math.sqrt(2)  # the group z-score of rewards (1, 0)
+    q0 = 1 / (1 + math.exp(-2 * z / beta))
+    d = (delta[0] - delta[1]) / tau
+    sig = 1 / (1 + math.exp(-d))
+    expected = -q0 * math.log(sig) - (1 - q0) * math.log(1 - sig)
+    cfg = actor_config(2, loss_mode="adpo_listwise", tau=tau, beta=beta, seq_reduction=how)
+    loss, _ = call("adpo_listwise", old, new, adv, mask, cfg)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+    cfg = actor_config(2, loss_mode="orthogonalized_po", mu=mu, seq_reduction=how)
+    loss, _ = call("orthogonalized_po", old, new, adv, mask, cfg)
+    opo = sum(-w * x + mu / 2 * x * x for w, x in zip((z, -z), delta, strict=True)) / 2
+    assert float(loss) == pytest.approx(opo, rel=1e-5)
+
+
+def test_seq_reduction_in_the_per_response_loss_divides_each_weight_by_its_length():
+    """Per response: ∂(−Σ a_i Δ_i)/∂log πθ(y_i,t) = −a_i (sum) or −a_i/n_i (mean), times 1/B."""
+    old, new, _, mask = _two_responses()
+    a = torch.tensor([[0.3], [-0.3]], dtype=torch.float64) * mask
+    grads = {}
+    for how in ("sum", "mean"):
+        cfg = actor_config(2, loss_mode="adpo_pl", adv_estimator=W, seq_reduction=how)
+        loss, _ = call("adpo_pl", old, new, a, mask, cfg)
+        (grads[how],) = torch.autograd.grad(loss, new)
+    torch.testing.assert_close(grads["sum"], -a, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(
+        grads["mean"], -a / mask.sum(-1, keepdim=True), rtol=1e-12, atol=1e-15
+    )
+
+
+def test_seq_reduction_from_yaml_reaches_the_loss_and_is_checked():
+    old, new, adv, mask = _two_responses()
+    over = [
+        "++actor_rollout_ref.actor.policy_loss.seq_reduction=mean",
+        "actor_rollout_ref.rollout.n=2",
+    ]
+    cfg = compose_config(EXAMPLES / "adpo_listwise.yaml", over)
+    actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    assert actor.policy_loss.seq_reduction == "mean"
+    loss, _ = call("adpo_listwise", old, new, adv, mask, actor)
+    ref, _ = call(
+        "adpo_listwise", old, new, adv, mask,
+        actor_config(2, loss_mode="adpo_listwise", seq_reduction="mean"),
+    )  # fmt: skip
+    torch.testing.assert_close(loss, ref, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="`seq_reduction` must be one of"):
+        av.AdpoPolicyLossConfig(seq_reduction="max")
+
+
+# ------------------------------------------- the per-response mode: what it allows, refuses
+SPLITTING = [
+    "trainer.balance_batch=true",
+    f"{A}.shuffle=true",
+    f"{A}.use_dynamic_bsz=true",
+    f"{A}.ppo_micro_batch_size_per_gpu=3",
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_per_response_mode_allows_what_splits_groups(mode):
+    cfg = weights_config(mode, *SPLITTING)
+    assert problems(cfg) == []
+    assert omega_conf_to_dataclass(cfg.actor_rollout_ref.actor).policy_loss.per_response
+    # the same settings on GRPO advantages: each refused, naming the way out
+    cfg = compose_config(EXAMPLES / "smoke_tiny_arithmetic.yaml", SPLITTING)
+    found = dict(problems(cfg))
+    assert set(found) == {k.split("=")[0] for k in SPLITTING}
+    assert all(W in why for why in found.values())
+
+
+PER_RESPONSE_BAD = [
+    ("adpo_pl", [f"{A}.ppo_epochs=2"], f"{A}.ppo_epochs"),
+    ("adpo_top1", [f"{A}.ppo_mini_batch_size=8"], f"{A}.ppo_mini_batch_size"),
+    (
+        "adpo_listwise",
+        ["++algorithm.rollout_correction.bypass_mode=true"],
+        "algorithm.rollout_correction.bypass_mode",
+    ),
+    (
+        "orthogonalized_po",
+        [f"++{A}.policy_loss.ref_correction=sequence"],
+        f"{A}.policy_loss.ref_correction",
+    ),
+    ("adpo_pl", ["critic.enable=true"], "critic.enable"),
+    ("adpo_pl", [f"++{A}.policy_loss.adv_estimator=grpo"], f"{A}.policy_loss.adv_estimator"),
+    ("orthogonalized_po", ["trainer.use_v1=true"], "trainer.use_v1"),
+]
+
+
+@pytest.mark.parametrize(
+    "mode, overrides, key", PER_RESPONSE_BAD, ids=[k for *_, k in PER_RESPONSE_BAD]
+)
+def test_per_response_mode_refuses_what_it_cannot_make_exact(mode, overrides, key):
+    cfg = compose_config(
+        EXAMPLES / "smoke_tiny_arithmetic.yaml",
+        [f"{A}.policy_loss.loss_mode={mode}", f"algorithm.adv_estimator={W}", *overrides],
+    )
+    sync_adv_estimator(cfg)
+    found = problems(cfg)
+    assert [k for k, _ in found] == [key], found
+
+
+def test_opo_per_response_is_exact_for_several_steps_per_batch():
+    """OPO's terms are per response given ω̂: several epochs and mini-batches are allowed."""
+    cfg = weights_config(
+        "orthogonalized_po", f"{A}.ppo_epochs=2", f"{A}.ppo_mini_batch_size=8", *SPLITTING
+    )
+    assert problems(cfg) == []
+
+
+def test_launcher_copies_the_estimator_into_the_loss_config(capsys):
+    over = [f"algorithm.adv_estimator={W}", "trainer.balance_batch=true"]
+    cfg = compose_config(EXAMPLES / "smoke_tiny_arithmetic.yaml", over)
+    assert {k for k, _ in problems(cfg)} == {f"{A}.policy_loss.adv_estimator"}
+    sync_adv_estimator(cfg)
+    assert cfg.actor_rollout_ref.actor.policy_loss.adv_estimator == W and problems(cfg) == []
+    assert main(["--config", str(EXAMPLES / "smoke_tiny_arithmetic.yaml"), "--check", *over]) == 0
+    out = capsys.readouterr().out
+    assert f"weights per response from {W}" in out and "seq_reduction='sum'" in out
+    # verl's own losses are left alone; an explicit interpolation stays as written
+    grpo = compose_config(EXAMPLES / "grpo.yaml")
+    sync_adv_estimator(grpo)
+    assert "adv_estimator" not in grpo.actor_rollout_ref.actor.policy_loss
+    interp = compose_config(
+        EXAMPLES / "smoke_tiny_arithmetic.yaml",
+        [*over, f"++{A}.policy_loss.adv_estimator=${{algorithm.adv_estimator}}"],
+    )
+    sync_adv_estimator(interp)
+    assert problems(interp) == []
+
+
+def test_estimator_refuses_a_config_the_loss_would_misread():
+    """Run through verl's ``compute_advantage`` without the launcher: the estimator reads
+    the run config and refuses before any update; it needs that config to find the loss."""
+    from verl.trainer.config import AlgoConfig
+    from verl.trainer.ppo.ray_trainer import compute_advantage
+
+    data, _ = verl_proto(2, 4, seed=16)
+    raw = compose_config(EXAMPLES / "smoke_tiny_arithmetic.yaml", [f"algorithm.adv_estimator={W}"])
+    with pytest.raises(av.VerlGroupConfigError, match=r"policy_loss\.adv_estimator"):
+        compute_advantage(data, adv_estimator=W, config=raw.algorithm)
+    adpo_two_steps = weights_config("adpo_pl", f"{A}.ppo_epochs=2")
+    with pytest.raises(av.VerlGroupConfigError, match=f"{A}.ppo_epochs"):
+        compute_advantage(data, adv_estimator=W, config=adpo_two_steps.algorithm)
+    with pytest.raises(ValueError, match="needs the run's config"):
+        compute_advantage(data, adv_estimator=W, config=AlgoConfig(adv_estimator=W))
+
+
+def test_per_response_loss_at_run_time():
+    """It takes any rows (no group-size multiple, actor shuffle/dynamic flags on), refuses
+    ADPO over several epochs and advantages that vary along a response, and an empty
+    micro-batch contributes a zero that is still part of the graph."""
+    old, new, adv, mask, _ = verl_batch(2, 4, seed=17)
+    cfg = ActorConfig(
+        strategy="fsdp",
+        rollout_n=4,
+        shuffle=True,
+        use_dynamic_bsz=True,
+        ppo_max_token_len_per_gpu=64,
+        policy_loss=av.AdpoPolicyLossConfig(loss_mode="adpo_pl", adv_estimator=W),
+    )
+    loss, metrics = call("adpo_pl", old[:3], new[:3], adv[:3], mask[:3], cfg)
+    assert metrics["actor/adpo/responses"] == 3 and loss.requires_grad
+    empty, _ = call("adpo_pl", old[:0], new[:0], adv[:0], mask[:0], cfg)
+    assert float(empty.detach()) == 0.0 and empty.requires_grad
+    with pytest.raises(ValueError, match=f"token-broadcast as the {W} estimator"):
+        call("adpo_pl", old, new, adv + torch.randn_like(adv) * mask, mask, cfg)
+
+    def two_epochs(mode):
+        loss_cfg = av.AdpoPolicyLossConfig(loss_mode=mode, adv_estimator=W)
+        return ActorConfig(
+            strategy="fsdp", rollout_n=4, ppo_micro_batch_size_per_gpu=4, ppo_epochs=2,
+            policy_loss=loss_cfg,
+        )  # fmt: skip
+
+    with pytest.raises(ValueError, match="ppo_epochs=2"):
+        call("adpo_pl", old, new, adv, mask, two_epochs("adpo_pl"))
+    # OPO's terms are per response given ω̂: exact at any step, allowed
+    call("orthogonalized_po", old, new, adv, mask, two_epochs("orthogonalized_po"))
