@@ -996,24 +996,21 @@ def test_seq_reduction_from_yaml_reaches_the_loss_and_is_checked():
 
 
 # ------------------------------------------- the per-response mode: what it allows, refuses
-SPLITTING = [
-    "trainer.balance_batch=true",
-    f"{A}.shuffle=true",
-    f"{A}.use_dynamic_bsz=true",
-    f"{A}.ppo_micro_batch_size_per_gpu=3",
-]
+SPLITTING = ["trainer.balance_batch=true", f"{A}.shuffle=true", f"{A}.use_dynamic_bsz=true"]
+MICRO_2 = f"{A}.ppo_micro_batch_size_per_gpu=2"  # half a group of 4
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_per_response_mode_allows_what_splits_groups(mode):
-    cfg = weights_config(mode, *SPLITTING)
-    assert problems(cfg) == []
-    assert omega_conf_to_dataclass(cfg.actor_rollout_ref.actor).policy_loss.per_response
-    # the same settings on GRPO advantages: each refused, naming the way out
-    cfg = compose_config(EXAMPLES / "smoke_tiny_arithmetic.yaml", SPLITTING)
-    found = dict(problems(cfg))
-    assert set(found) == {k.split("=")[0] for k in SPLITTING}
-    assert all(W in why for why in found.values())
+    for splitting in (SPLITTING, [MICRO_2, "trainer.balance_batch=true", f"{A}.shuffle=true"]):
+        cfg = weights_config(mode, *splitting)
+        assert problems(cfg) == []
+        assert omega_conf_to_dataclass(cfg.actor_rollout_ref.actor).policy_loss.per_response
+        # the same settings on GRPO advantages: each refused, naming the way out
+        cfg = compose_config(EXAMPLES / "smoke_tiny_arithmetic.yaml", splitting)
+        found = dict(problems(cfg))
+        assert set(found) == {k.split("=")[0] for k in splitting}
+        assert all(W in why for why in found.values())
 
 
 PER_RESPONSE_BAD = [
@@ -1032,6 +1029,8 @@ PER_RESPONSE_BAD = [
     ("adpo_pl", ["critic.enable=true"], "critic.enable"),
     ("adpo_pl", [f"++{A}.policy_loss.adv_estimator=grpo"], f"{A}.policy_loss.adv_estimator"),
     ("orthogonalized_po", ["trainer.use_v1=true"], "trainer.use_v1"),
+    # verl cuts a rank's 64 responses into equal micro-batches (dynamic batching aside)
+    ("adpo_pl", [f"{A}.ppo_micro_batch_size_per_gpu=3"], f"{A}.ppo_micro_batch_size_per_gpu"),
 ]
 
 

@@ -309,20 +309,12 @@ def response_scores(
     return delta[0]  # (bs,)
 
 
-def _global_scale(config: Any, n_prompts: int, G: int) -> float:
-    """Factor turning a per-prompt mean over this micro-batch into verl's global share."""
-    info = _cfg(config, "global_batch_info") or {}
-    gbs = info.get("global_batch_size") if isinstance(info, Mapping) else None
-    if gbs is None:  # called outside verl's trainer: the plain mean over this micro-batch
-        return 1.0
-    dp = info.get("dp_size", 1) or 1
-    return float(dp) * n_prompts / (float(gbs) / G)
-
-
-def _sum_scale(config: Any, rows: int, per: int) -> float:
+def _global_scale(config: Any, rows: int, per: int) -> float:
     """Factor turning a sum over this micro-batch's rows into verl's global share of the
     mean over prompts (``per = G``) or responses (``per = 1``): ``dp_size · per /
-    global_batch_size``. Outside verl's trainer: the mean over this micro-batch."""
+    global_batch_size`` (verl sums micro-batch losses without dividing and averages
+    gradients over data-parallel ranks). Outside verl's trainer: the mean over this
+    micro-batch."""
     info = _cfg(config, "global_batch_info") or {}
     gbs = info.get("global_batch_size") if isinstance(info, Mapping) else None
     if gbs is None:
@@ -339,7 +331,7 @@ def _finish(out: LossOutput, config: Any, lc: AdpoPolicyLossConfig, B: int, G: i
     so in verl's step metrics a positive value is the run-time evidence that every
     micro-batch held whole GRPO groups.
     """
-    loss = out.loss * _global_scale(config, B, G)
+    loss = out.loss * B * _global_scale(config, B * G, G)  # per-prompt mean → sum → share
     metrics = {f"actor/{prefix}/{k}": float(v) for k, v in out.metrics.items()}
     metrics[f"actor/{prefix}/loss_prompt_mean"] = float(out.loss.detach())
     metrics[f"actor/{prefix}/groups_checked"] = float(B) if lc.check_groups else 0.0
@@ -402,7 +394,7 @@ def _adpo(
             fn, old_log_prob, log_prob, advantages, response_mask, lc
         )
         delta = response_scores(fn, lp, old, mask, lc.seq_reduction)  # (bs,)
-        loss = -(a.to(delta.dtype) * delta).sum() * _sum_scale(config, len(delta), G)
+        loss = -(a.to(delta.dtype) * delta).sum() * _global_scale(config, len(delta), G)
         return loss, _response_metrics("adpo", delta, a, "weight_abs_max")
     lp, old, adv, mask = group_layout(
         fn, old_log_prob, log_prob, advantages, response_mask, config, lc
@@ -434,7 +426,10 @@ def compute_adpo_listwise_loss(
     """ADPO, listwise cross-entropy in anchored logits (ADPO eq. 9) with ``policy_loss.target``.
 
     ``u = (Σ_t log πθ − Σ_t log π_old)/τ`` per response, ``q = softmax(A/β_r)`` over the
-    group (default target), loss ``−Σ_i q_i log softmax(u)_i`` averaged over prompts.
+    group (default target), loss ``−Σ_i q_i log softmax(u)_i`` averaged over prompts. With
+    ``algorithm.adv_estimator=adpo_group_weights`` the advantages are the weights
+    ``a_i = −∂L_b/∂s_i`` and the loss is ``−Σ_i a_i·Δ_i`` over the micro-batch's rows (the
+    module doc).
 
     Args:
         old_log_prob: ``[bs, T]`` token log-probs under π_old (the anchor).
@@ -505,8 +500,10 @@ def compute_orthogonalized_po_loss(
     """OPO (OPO eq. 18): ``mean_{b,g}[−ω̂_α·Δ + μ/2·Δ²]`` with ``Δ = Σ_t log πθ − Σ_t log π_old``.
 
     ``ω̂`` from the per-response GRPO advantages with ``policy_loss.alpha``/``weight_norm``
-    (see :func:`adpo.losses.opo_loss`). Args/returns as in
-    :func:`compute_adpo_listwise_loss`; metrics ``actor/opo/*``.
+    (see :func:`adpo.losses.opo_loss`), or, with
+    ``algorithm.adv_estimator=adpo_group_weights``, ``ω̂`` itself as the advantage and the
+    terms summed over the micro-batch's rows (:func:`adpo.losses.opo_per_candidate`).
+    Args/returns as in :func:`compute_adpo_listwise_loss`; metrics ``actor/opo/*``.
     """
     fn = OPO_LOSS_MODE
     lc = _config(fn, config, rollout_is_weights)
@@ -518,7 +515,7 @@ def compute_orthogonalized_po_loss(
         per, x, clipped = opo_per_candidate(
             delta, omega.to(delta.dtype), mu=lc.mu, ratio=lc.ratio, eps=lc.eps
         )  # (bs,) each
-        loss = per.sum() * _sum_scale(config, len(delta), 1)
+        loss = per.sum() * _global_scale(config, len(delta), 1)
         metrics = _response_metrics("opo", delta, omega, "omega_abs_max")
         dev = x.detach() if lc.ratio == "exact" else torch.expm1(delta.detach().clamp_max(10.0))
         n = max(len(delta), 1)

@@ -17,6 +17,8 @@ micro-batch size are allowed. Refused, each with its reason:
   log-probs, so the scores are not 0 at the update);
 * OPO with ``policy_loss.ref_correction`` (verl hands an estimator no log-probs);
 * ``critic.enable`` (``returns`` carries the group loss for logging);
+* without ``use_dynamic_bsz``, a micro-batch size that does not divide the per-GPU
+  mini-batch (verl cuts it into equal micro-batches; any size is right for the loss);
 * ``policy_loss.adv_estimator`` other than ``algorithm.adv_estimator`` (the loss would
   misread the advantages; the launcher copies it).
 
@@ -243,6 +245,21 @@ def _per_response_problems(cfg: DictConfig, adpo: bool, bad) -> None:
             "anchor's log-probs, which verl does not hand an advantage estimator (use "
             "algorithm.adv_estimator=grpo for the reference correction)",
         )
+    micro = _get(cfg, f"{_A}.ppo_micro_batch_size_per_gpu")
+    mini, n = _get(cfg, f"{_A}.ppo_mini_batch_size"), _get(cfg, "actor_rollout_ref.rollout.n")
+    if (
+        not _get(cfg, f"{_A}.use_dynamic_bsz", False)
+        and isinstance(mini, int)
+        and isinstance(n, int)
+    ):
+        per_gpu = mini * n // data_parallel_size(cfg)
+        if not isinstance(micro, int) or micro < 1 or per_gpu % micro:
+            bad(
+                f"{_A}.ppo_micro_batch_size_per_gpu",
+                f"must divide the per-GPU mini-batch of {per_gpu} responses: verl cuts it into "
+                "equal micro-batches (any size works for the loss, and use_dynamic_bsz packs by "
+                "tokens instead)",
+            )
     if _get(cfg, "critic.enable", None):
         bad(
             "critic.enable",
