@@ -25,7 +25,8 @@ weight sync to the rollout. The tests read what only a real run leaves behind: v
 step metrics (its ``file`` logger), the rollout server's weight-sync log, the checkpoint
 folder and the launcher's output.
 
-Slow (about 4–6 minutes on 2 shared cores, mostly process start-up): run with
+Slow (4–6 minutes on 2 shared cores before the three one-step runs were added, which add
+about a third; 27 minutes at load average 15–26; mostly process start-up): run with
 ``pytest -m slow tests/integrations/test_verl_run.py`` in the ``adpo[verl]`` environment;
 ``.ci/run`` runs it.
 """
