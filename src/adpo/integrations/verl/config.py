@@ -161,7 +161,6 @@ class AdpoPolicyLossConfig(PolicyLossConfig):
                 f"{name}: `group_size` must be an int >= 2 (or None for rollout.n), "
                 f"got {self.group_size!r}"
             )
-
         if self.adv_estimator is not None and not isinstance(self.adv_estimator, str):
             raise ValueError(
                 f"{name}: `adv_estimator` must be None or algorithm.adv_estimator's name, got "
