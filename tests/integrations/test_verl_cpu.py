@@ -252,6 +252,37 @@ def test_hf_server_generates_and_loads_synced_weights(tiny_model_dir, tmp_path):
         asyncio.run(server.generate("r3", prompt_ids=[5], sampling_params={}, image_data=[1]))
 
 
+def test_hf_server_samples_det_requests_independently_of_their_order(tiny_model_dir):
+    """Under verl's ``rollout.full_determinism`` (request ids ``det-<sample>``) a request's
+    response depends on the seed, the step of the last weight sync and its id, not on
+    what was served before it; other ids keep the server's shared generator."""
+    import asyncio
+
+    from verl.workers.config import RolloutConfig
+
+    config = RolloutConfig(name="hf", response_length=6, seed=3)
+    sample = {"temperature": 1.0}
+
+    def serve(ids, step=0):
+        server = cpu.HFServer(config, {"path": str(tiny_model_dir)}, replica_rank=0)
+        if step:
+            asyncio.run(server.update_weights(dict(server.model.state_dict()), global_steps=step))
+        return {
+            i: asyncio.run(server.generate(i, prompt_ids=[5, 6], sampling_params=sample)).token_ids
+            for i in ids
+        }
+
+    ids = [f"det-{k}" for k in range(6)]
+    forward, backward = serve(ids), serve(ids[::-1])
+    assert forward == backward
+    assert len({tuple(t) for t in forward.values()}) > 1  # same prompt, different samples
+    assert serve(ids, step=2) != forward  # a new step draws new samples
+    assert serve(["x", *ids])["det-0"] == forward["det-0"]  # an unseeded request in between
+    server = cpu.HFServer(config, {"path": str(tiny_model_dir)}, replica_rank=0)
+    assert server.request_seed("det-4") == server.request_seed("det-4") is not None
+    assert server.request_seed("0f3a") is None and server.request_seed("det-x") is None
+
+
 def test_cpu_flag_puts_its_overrides_first_and_the_config_passes(keep_platform, capsys):
     overrides = use_cpu(["actor_rollout_ref.rollout.name=hf", "trainer.total_training_steps=2"])
     assert overrides[: len(cpu.CPU_OVERRIDES)] == cpu.CPU_OVERRIDES

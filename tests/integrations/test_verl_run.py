@@ -9,7 +9,14 @@ the runs share one Ray start-up:
   responses with G = 4, refused by the launcher before Ray starts;
 * ``adpo_pl``: 3 steps, checkpoint at step 3;
 * ``adpo_pl_resumed``: the same run to step 4 with ``resume_mode=auto``;
-* ``orthogonalized_po`` and ``grpo``: 3 steps each.
+* ``orthogonalized_po`` and ``grpo``: 3 steps each;
+* ``exact_group``, ``exact_off``, ``exact_on``: one ADPO-PL step each from the same data
+  and seed (verl's ``rollout.full_determinism``, which the CPU rollout honours), with plain
+  SGD and no clipping so that the update *is* the gradient, in float32: whole groups on
+  GRPO advantages; per-response weights (``algorithm.adv_estimator=adpo_group_weights``)
+  with the splitting settings off; and the same with ``trainer.balance_batch``,
+  ``actor.shuffle`` and ``actor.use_dynamic_bsz`` on. Their saved parameters must agree;
+* ``bad_epochs``: ADPO per response with ``ppo_epochs=2``, refused at start-up.
 
 Each step is a full verl GRPO-loop step: 16 prompts × G = 4 responses from the HF
 ``generate()`` rollout, rewards from ``adpo.integrations.verl.tasks.compute_score``,
@@ -18,7 +25,8 @@ weight sync to the rollout. The tests read what only a real run leaves behind: v
 step metrics (its ``file`` logger), the rollout server's weight-sync log, the checkpoint
 folder and the launcher's output.
 
-Slow (about 4–6 minutes on 2 shared cores, mostly process start-up): run with
+Slow (4–6 minutes on 2 shared cores before the three one-step runs were added, which add
+about a third; 27 minutes at load average 15–26; mostly process start-up): run with
 ``pytest -m slow tests/integrations/test_verl_run.py`` in the ``adpo[verl]`` environment;
 ``.ci/run`` runs it.
 """
@@ -53,9 +61,32 @@ RESPONSES_PER_STEP = 16 * G  # data.train_batch_size × rollout.n
 GROUPS_PER_MICRO_BATCH = 32 // G  # ppo_micro_batch_size_per_gpu / rollout.n
 #: run name -> prefix of its loss's metrics (None: verl's own loss)
 TRAINED = {"adpo_pl": "adpo", "orthogonalized_po": "opo", "grpo": None}
+W = "adpo_group_weights"
 BAD = {
-    "bad_balance": ("trainer.balance_batch=true", "trainer.balance_batch"),
-    "bad_micro": (f"{A}.ppo_micro_batch_size_per_gpu=6", f"{A}.ppo_micro_batch_size_per_gpu"),
+    "bad_balance": (["trainer.balance_batch=true"], "trainer.balance_batch"),
+    "bad_micro": ([f"{A}.ppo_micro_batch_size_per_gpu=6"], f"{A}.ppo_micro_batch_size_per_gpu"),
+    "bad_epochs": ([f"algorithm.adv_estimator={W}", f"{A}.ppo_epochs=2"], f"{A}.ppo_epochs"),
+}
+#: one step, same data and seed, SGD without clipping or weight decay, float32
+LR = 1e-3
+SAME_STEP = [
+    "actor_rollout_ref.rollout.full_determinism=true",
+    f"{A}.optim.optimizer=SGD",
+    f"{A}.optim.lr={LR}",
+    f"{A}.optim.weight_decay=0",
+    f"{A}.optim.clip_grad=1e9",
+    f"+{A}.fsdp_config.mixed_precision.param_dtype=fp32",
+]
+SPLIT = [
+    "trainer.balance_batch=true",
+    f"{A}.shuffle=true",
+    f"{A}.use_dynamic_bsz=true",
+    f"{A}.ppo_max_token_len_per_gpu=150",  # ~11 micro-batches of uneven size
+]
+EXACT = {
+    "exact_group": ["algorithm.adv_estimator=grpo"],
+    "exact_off": [f"algorithm.adv_estimator={W}"],
+    "exact_on": [f"algorithm.adv_estimator={W}", *SPLIT],
 }
 
 
@@ -89,7 +120,7 @@ def runs(tmp_path_factory):
     spec = {
         "root": str(root),
         "runs": [
-            *(_run(root, name, smoke, override) for name, (override, _) in BAD.items()),
+            *(_run(root, name, smoke, *override) for name, (override, _) in BAD.items()),
             _run(root, "adpo_pl", smoke, save=STEPS),
             _run(
                 root,
@@ -101,6 +132,10 @@ def runs(tmp_path_factory):
             ),
             _run(root, "orthogonalized_po", "opo.yaml", "setting=tiny_arithmetic"),
             _run(root, "grpo", "grpo.yaml", "setting=tiny_arithmetic"),
+            *(
+                _run(root, name, smoke, *SAME_STEP, *o, steps=1, save=1)
+                for name, o in EXACT.items()
+            ),
         ],
     }
     (root / "spec.json").write_text(json.dumps(spec, indent=1))
@@ -112,7 +147,7 @@ def runs(tmp_path_factory):
             stdout=f,
             stderr=subprocess.STDOUT,
             env=env,
-            timeout=1200,
+            timeout=2400,
         )
     summary_path = root / "summary.json"
     if proc.returncode != 0 or not summary_path.exists():
@@ -142,7 +177,7 @@ def checkpoint_fingerprint(step_dir: Path) -> float:
 
 def test_every_real_run_finished(runs):
     root, summary = runs
-    for name in [*TRAINED, "adpo_pl_resumed"]:
+    for name in [*TRAINED, "adpo_pl_resumed", *EXACT]:
         rc = summary["runs"][name]["rc"]
         assert rc == 0, f"{name}: {rc}\n{(root / 'out' / f'{name}.stderr').read_text()[-4000:]}"
 
@@ -256,3 +291,85 @@ def test_checkpoint_written_and_a_resumed_run_continues_from_it(runs):
     assert records[-1]["fingerprint"] != pytest.approx(saved, rel=1e-12)
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == str(STEPS + 1)
     assert (ckpt / f"global_step_{STEPS + 1}" / "actor").is_dir()
+
+
+# ------------------------------------- the same update with groups split, packed, shuffled
+def saved_params(root: Path, name: str) -> dict[str, torch.Tensor]:
+    """The actor's parameters verl saved after the run's one step, float64, one entry per
+    parameter (a tied LM head is the embedding: counted once)."""
+    state = torch.load(
+        root / "ckpt" / name / "global_step_1" / "actor" / "model_world_size_1_rank_0.pt",
+        map_location="cpu",
+        weights_only=False,
+    )
+    state = {k: (v.to_local() if hasattr(v, "to_local") else v).double() for k, v in state.items()}
+    if torch.equal(state.get("lm_head.weight", torch.zeros(0)), state["model.embed_tokens.weight"]):
+        state.pop("lm_head.weight")
+    return state
+
+
+def _norm(tensors) -> float:
+    return float(sum((t * t).sum() for t in tensors)) ** 0.5
+
+
+def test_splitting_groups_leaves_the_update_unchanged(runs):
+    """One SGD step (the update is −lr·gradient) from the same batch: whole groups on GRPO
+    advantages, per-response weights, and per-response weights with balance_batch, shuffle
+    and dynamic batching on give the same parameters. Measured: they differ by ~2·10⁻⁶ of
+    the update (float32 sums in other orders); 10⁻⁴ leaves room for that and none for a
+    wrong weight, scale or group, which moves the update by O(1)."""
+    from transformers import AutoModelForCausalLM
+
+    root, _ = runs
+    init = AutoModelForCausalLM.from_pretrained(root / "task" / "model", dtype=torch.float32)
+    theta0 = {k: v.double() for k, v in init.state_dict().items()}
+    updates = {
+        name: {k: v - theta0[k] for k, v in saved_params(root, name).items()} for name in EXACT
+    }
+    ref = updates["exact_off"]
+    size = _norm(ref.values())
+    grad_norm = step_metrics(root, "exact_off")[0]["data"]["actor/grad_norm"]
+    assert size == pytest.approx(LR * grad_norm, rel=1e-4)  # SGD: the update is the gradient
+    assert size > 1e-4
+    for name in ("exact_on", "exact_group"):
+        assert set(updates[name]) == set(ref)
+        diff = _norm(updates[name][k] - ref[k] for k in ref)
+        assert diff <= 1e-4 * size, (name, diff, size)
+
+
+def test_same_batch_and_the_logged_group_loss(runs):
+    """The three runs saw one batch (same scores and lengths); the two per-response runs the
+    same weights. The estimator's group loss (``critic/returns/mean``) is the whole-group
+    loss at the update point, the whole-group run's ``pg_loss``."""
+    root, _ = runs
+    d = {name: step_metrics(root, name)[0]["data"] for name in EXACT}
+    for name in ("exact_on", "exact_group"):
+        for key in ("critic/score/mean", "critic/score/max", "response_length/mean"):
+            assert d[name][key] == pytest.approx(d["exact_off"][key], rel=1e-12), key
+        assert d[name]["actor/grad_norm"] == pytest.approx(
+            d["exact_off"]["actor/grad_norm"], rel=1e-5
+        )
+    for key in ("critic/advantages/mean", "critic/advantages/max", "critic/advantages/min"):
+        assert d["exact_on"][key] == pytest.approx(d["exact_off"][key], rel=1e-6), key
+    loss = d["exact_off"]["critic/returns/mean"]
+    assert d["exact_off"]["critic/returns/max"] == pytest.approx(loss, rel=1e-6)
+    assert d["exact_on"]["critic/returns/mean"] == pytest.approx(loss, rel=1e-6)
+    assert d["exact_group"]["actor/pg_loss"] == pytest.approx(loss, rel=1e-5)
+    assert loss > 0.5  # Plackett–Luce at the anchor: Σ log|risk set| over prompts, not 0
+
+
+def test_split_run_cut_groups_and_scored_at_the_anchor(runs):
+    """The split run balanced (``global_seqlen/*``), packed the 64 responses into several
+    dynamic micro-batches, and its scores were the anchor's up to float32 noise (ADPO's
+    weights are taken there); the launcher said which mode ran."""
+    root, _ = runs
+    on = step_metrics(root, "exact_on")[0]["data"]
+    off = step_metrics(root, "exact_off")[0]["data"]
+    assert "global_seqlen/mean" in on and "global_seqlen/mean" not in off
+    micro_batches = RESPONSES_PER_STEP / on["actor/adpo/responses"]
+    assert micro_batches >= 3 and off["actor/adpo/responses"] == 32
+    assert on["actor/adpo/delta_abs_max"] < 1e-4 and off["actor/adpo/delta_abs_max"] < 1e-4
+    assert "groups_checked" not in " ".join(on)  # no whole-group layout to check
+    for name in ("exact_on", "exact_off"):
+        assert f"weights per response from {W}" in (root / "out" / f"{name}.stdout").read_text()
+    assert "group layout OK" in (root / "out" / "exact_group.stdout").read_text()

@@ -31,6 +31,7 @@ __all__ = [
     "LOSS_MODES",
     "OPO_LOSS_MODE",
     "TARGET_PATH",
+    "WEIGHTS_ESTIMATOR",
     "AdpoPolicyLossConfig",
 ]
 
@@ -45,6 +46,9 @@ OPO_LOSS_MODE = "orthogonalized_po"
 LOSS_MODES: tuple[str, ...] = (*ADPO_TARGETS, OPO_LOSS_MODE)
 #: what ``policy_loss._target_`` must say for the fields below to reach the loss
 TARGET_PATH = "adpo.integrations.verl.AdpoPolicyLossConfig"
+#: our advantage estimator (``algorithm.adv_estimator``): each response's gradient weight,
+#: computed from its whole group in the driver (:mod:`adpo.integrations.verl.estimator`)
+WEIGHTS_ESTIMATOR = "adpo_group_weights"
 
 _TARGETS = ("softmax", "plackett_luce", "top1")
 
@@ -82,6 +86,18 @@ class AdpoPolicyLossConfig(PolicyLossConfig):
         group_tol: tolerance of that check and of the token-broadcast check, relative to
             ``max(1, |A|)``.
         eps: epsilon of OPO's group z-scores and positivity margin (``opo_loss``'s ``eps``).
+        seq_reduction: a response's score ``Δ``: its summed log-ratio ``Σ_t (log πθ −
+            log π_old)`` (``"sum"``, the papers' formulas) or the token mean (``"mean"``, a
+            length-normalised score, the default of the ADPO authors' public code); see
+            :func:`adpo.losses.adpo_loss`.
+        adv_estimator: ``algorithm.adv_estimator`` as the loss sees it (verl shows a policy
+            loss only the actor's config). ``"adpo_group_weights"`` (:data:`WEIGHTS_ESTIMATOR`):
+            the advantages are per-response gradient weights computed from whole groups in
+            the driver, and the loss is a sum over responses, exact however verl cuts,
+            reorders or packs them. Anything else (``"grpo"``) or None: the advantages are
+            GRPO's and each micro-batch must hold whole groups. The launcher copies it
+            from ``algorithm.adv_estimator``; outside the launcher write
+            ``adv_estimator: ${algorithm.adv_estimator}``, not a literal.
     """
 
     loss_mode: str = "adpo_pl"
@@ -98,6 +114,8 @@ class AdpoPolicyLossConfig(PolicyLossConfig):
     check_groups: bool = True
     group_tol: float = 1e-4
     eps: float = 1e-6
+    seq_reduction: str = "sum"
+    adv_estimator: Optional[str] = None  # noqa: UP045
 
     def __post_init__(self) -> None:
         name = "AdpoPolicyLossConfig"
@@ -119,6 +137,7 @@ class AdpoPolicyLossConfig(PolicyLossConfig):
             "ratio": ("log", "exact"),
             "weight_norm": ("group", "center", "batch", "none"),
             "ref_correction": ("none", "token_mean", "sequence"),
+            "seq_reduction": ("sum", "mean"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -142,6 +161,16 @@ class AdpoPolicyLossConfig(PolicyLossConfig):
                 f"{name}: `group_size` must be an int >= 2 (or None for rollout.n), "
                 f"got {self.group_size!r}"
             )
+        if self.adv_estimator is not None and not isinstance(self.adv_estimator, str):
+            raise ValueError(
+                f"{name}: `adv_estimator` must be None or algorithm.adv_estimator's name, got "
+                f"{self.adv_estimator!r}"
+            )
+
+    @property
+    def per_response(self) -> bool:
+        """The advantages are per-response weights from :data:`WEIGHTS_ESTIMATOR`."""
+        return self.adv_estimator == WEIGHTS_ESTIMATOR
 
     @property
     def resolved_target(self) -> str:

@@ -10,7 +10,11 @@ imports the listed modules), selected with ``VERL_PLATFORM=cpu``; the launcher's
 flag sets both (:data:`ENV`).
 
 The rollout is Hugging Face ``generate()``, one request at a time, on a copy of the model in
-a Ray actor: right for tiny models and tests, not a vLLM substitute.
+a Ray actor: right for tiny models and tests, not a vLLM substitute. With verl's
+``rollout.full_determinism=true`` (request ids ``det-<sample>``) each request samples from its
+own generator, seeded by ``rollout.seed``, the training step of the last weight sync and the
+sample's index, so a run's responses do not depend on the order its requests arrive in:
+two runs with the same data and seed see the same batch.
 
 verl names this module touches (pinned to verl ==0.9.1; ``tests/integrations/
 test_verl_cpu.py::test_verl_seams`` fails with the name when one moves):
@@ -68,7 +72,7 @@ import json
 import os
 import sys
 import types
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -378,7 +382,19 @@ class HFServer:
         self.max_new_tokens = int(config.response_length)
         self.served = 0
         self.syncs = 0
-        torch.manual_seed(int(getattr(config, "seed", 0) or 0) + replica_rank)
+        self.step = 0  # global_steps of the last weight sync
+        self.seed = int(getattr(config, "seed", 0) or 0)
+        torch.manual_seed(self.seed + replica_rank)
+
+    def request_seed(self, request_id: str) -> int | None:
+        """The seed of a ``det-<k>`` request (verl's ``full_determinism`` ids), else None:
+        a function of ``rollout.seed``, the step of the last weight sync and ``k`` only."""
+        k = request_id[4:] if request_id.startswith("det-") else ""
+        if not k.isdigit():
+            return None
+        import numpy as np
+
+        return int(np.random.SeedSequence([self.seed, self.step, int(k)]).generate_state(1)[0])
 
     def _sample_kwargs(self, sampling_params: dict[str, Any]) -> dict[str, Any]:
         temperature = float(sampling_params.get("temperature", 1.0) or 0.0)
@@ -393,22 +409,28 @@ class HFServer:
         }
 
     @torch.no_grad()
-    def _generate(self, prompt_ids: list[int], sampling_params: dict[str, Any]):
+    def _generate(
+        self, prompt_ids: list[int], sampling_params: dict[str, Any], seed: int | None = None
+    ):
         from verl.workers.rollout.replica import TokenOutput
 
         ids = torch.tensor([list(prompt_ids)], dtype=torch.long)
         max_new = int(sampling_params.get("max_tokens") or self.max_new_tokens)
         want_logprobs = bool(sampling_params.get("logprobs"))
-        out = self.model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new,
-            eos_token_id=self.eos_id,
-            pad_token_id=self.pad_id,
-            return_dict_in_generate=True,
-            output_logits=want_logprobs,
-            **self._sample_kwargs(sampling_params),
-        )
+        # a seeded request samples from its own stream, leaving the shared one untouched
+        with torch.random.fork_rng(devices=[]) if seed is not None else nullcontext():
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new,
+                eos_token_id=self.eos_id,
+                pad_token_id=self.pad_id,
+                return_dict_in_generate=True,
+                output_logits=want_logprobs,
+                **self._sample_kwargs(sampling_params),
+            )
         new = out.sequences[0, ids.shape[1] :].tolist()  # (T_new,)
         if self.eos_id in new:  # keep the eos, drop the padding generate adds after it
             new = new[: new.index(self.eos_id) + 1]
@@ -432,10 +454,11 @@ class HFServer:
         video_data: Any = None,
         **kwargs: Any,
     ):
-        """verl's server ``generate``: prompt token ids in, a ``TokenOutput`` out."""
+        """verl's server ``generate``: prompt token ids in, a ``TokenOutput`` out (seeded per
+        request under ``full_determinism``, :meth:`request_seed`)."""
         if image_data or video_data or kwargs.get("audio_data"):
             raise ValueError("HFServer.generate: the CPU HF rollout is text-only")
-        return self._generate(prompt_ids, sampling_params)
+        return self._generate(prompt_ids, sampling_params, self.request_seed(request_id))
 
     async def update_weights(self, tensors: dict[str, torch.Tensor], global_steps: Any) -> dict:
         """Load the trainer's full weights (HF names); log the sync when asked to."""
@@ -447,6 +470,7 @@ class HFServer:
             for name, t in tensors.items():
                 state[name].copy_(t.to(state[name].dtype))
         self.syncs += 1
+        self.step = int(global_steps or 0)
         record = {
             "replica": self.replica_rank,
             "global_steps": global_steps,

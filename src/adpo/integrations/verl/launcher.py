@@ -12,7 +12,9 @@ The config file is a Hydra primary config that extends verl's ``ppo_trainer.yaml
 
 1. composes the config exactly as ``verl.trainer.main_ppo`` would,
 2. adds this package to ``actor_rollout_ref.model.external_lib`` so every verl worker
-   imports it (and so registers the losses) when it builds its model config,
+   imports it (and so registers the losses) when it builds its model config, and copies
+   ``algorithm.adv_estimator`` into ``policy_loss.adv_estimator`` (the loss reads its
+   advantages by it; :func:`sync_adv_estimator`),
 3. validates the group layout (:func:`~adpo.integrations.verl.validate_verl_config`),
    builds the policy-loss config and runs verl's own ``validate_config``, refusing to
    start with every offending key named,
@@ -36,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from adpo.integrations._verl_args import DESCRIPTION, add_launcher_arguments
 
-from .config import LOSS_MODES
+from .config import LOSS_MODES, TARGET_PATH, WEIGHTS_ESTIMATOR
 from .validation import VerlGroupConfigError, validate_verl_config
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "main",
     "policy_loss_config",
     "run",
+    "sync_adv_estimator",
     "use_cpu",
     "verl_checks",
 ]
@@ -81,6 +84,24 @@ def ensure_external_lib(cfg: DictConfig) -> None:
     libs.append(PACKAGE)
     with open_dict(cfg):
         cfg.actor_rollout_ref.model.external_lib = libs[0] if len(libs) == 1 else libs
+
+
+def sync_adv_estimator(cfg: DictConfig) -> None:
+    """Set ``policy_loss.adv_estimator`` to ``algorithm.adv_estimator`` when it is unset.
+
+    verl shows a policy loss only the actor config, so the loss learns from this copy
+    whether its advantages are per-response weights (``adpo_group_weights``) or GRPO's. Only
+    for our ``_target_``; a value already there is kept (the validation refuses a mismatch).
+    """
+    key = "actor_rollout_ref.actor.policy_loss"
+    if OmegaConf.select(cfg, f"{key}._target_") != TARGET_PATH:
+        return
+    if OmegaConf.select(cfg, f"{key}.adv_estimator") is not None:
+        return
+    with open_dict(cfg):
+        cfg.actor_rollout_ref.actor.policy_loss.adv_estimator = OmegaConf.select(
+            cfg, "algorithm.adv_estimator"
+        )
 
 
 def policy_loss_config(cfg: DictConfig):
@@ -127,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = use_cpu(args.overrides) if args.cpu else list(args.overrides)
     cfg = compose_config(args.config, overrides)
     ensure_external_lib(cfg)
+    sync_adv_estimator(cfg)
     try:
         validate_verl_config(cfg)
         loss_cfg = policy_loss_config(cfg)
@@ -141,8 +163,16 @@ def run(args: argparse.Namespace) -> int:
             fields = ("alpha", "mu", "ratio", "weight_norm", "ref_correction")
         else:
             fields = ("tau", "beta", "resolved_target", "ties")
+        fields = (*fields, "seq_reduction")
         print(" " + ", ".join(f"{k}={getattr(loss_cfg, k)!r}" for k in fields), end="")
-        print(f", G={cfg.actor_rollout_ref.rollout.n}; group layout OK")
+        G = cfg.actor_rollout_ref.rollout.n
+        if loss_cfg.per_response:
+            print(
+                f", G={G}; weights per response from {WEIGHTS_ESTIMATOR} (whole groups in the "
+                "driver; any micro-batch, order or packing)"
+            )
+        else:
+            print(f", G={G}; group layout OK")
     else:
         print(" (verl's own loss; group checks do not apply)")
     if args.check:

@@ -13,7 +13,32 @@ Shape glossary:
     B   prompts in the micro-batch (bs / G)
     G   responses per prompt (``actor_rollout_ref.rollout.n``)
 
-What each loss does:
+Each loss works in one of two modes, chosen by ``algorithm.adv_estimator`` (which the loss
+reads as ``policy_loss.adv_estimator``; see :class:`~adpo.integrations.verl.AdpoPolicyLossConfig`).
+
+**Per response** (``algorithm.adv_estimator=adpo_group_weights``). A group loss
+``L_b(s_1 … s_G)`` of the responses' scores ``s_i = Δ_i`` (summed or token-mean
+log-ratios against ``old_log_prob``) has gradient ``Σ_i (∂L_b/∂s_i)·∇θ s_i``. The
+estimator (:mod:`adpo.integrations.verl.estimator`) sees the whole batch in the driver and
+hands each response ``a_i = −∂L_b/∂s_i`` at ``Δ = 0`` (ADPO; exact while the policy is the
+one that sampled the batch, i.e. one optimizer step per batch) or OPO's escort weight
+``ω̂_i`` (exact at any step: OPO's terms are per response given ``ω̂``), token-broadcast as
+its advantage. The loss is then a sum over whatever rows the micro-batch holds:
+
+* ADPO: ``−Σ_i a_i·Δ_i``, times ``dp_size / (prompts in the global mini-batch)``;
+* OPO: ``Σ_i (−ω̂_i·x_i + μ/2·x_i²)`` (:func:`adpo.losses.opo_per_candidate`), times
+  ``dp_size / (responses in the global mini-batch)``;
+
+so verl's sum over micro-batches and mean over data-parallel ranks give the whole-group
+gradient of the mean over prompts (ADPO) or responses (OPO), however ``use_dynamic_bsz``,
+``trainer.balance_batch`` or ``actor.shuffle`` cut, move and reorder the rows. The loss
+checks only that the advantages are one value per response. Metrics ``actor/<adpo|opo>/``
+``delta_abs_mean``/``delta_abs_max`` (≈ 0 at an ADPO update: the evidence that the weights
+were taken at the right point), ``weight_abs_max`` (ADPO) or ``omega_abs_max``/``chi2``/
+``target_clip_frac`` (OPO) and ``responses`` (rows in the micro-batch). The group loss
+itself is computed in the estimator, and verl logs it as ``critic/returns/mean``.
+
+**Whole groups** (``algorithm.adv_estimator=grpo``):
 
 1. Checks the layout: ``bs`` is a multiple of ``G``, the advantages are the token-broadcast
    outcome advantages of verl's GRPO estimator (one value per response), and, unless
@@ -23,15 +48,20 @@ What each loss does:
    kept groups whole. A failed check raises; a passed one reports how many groups it
    verified as ``actor/<adpo|opo>/groups_checked`` in verl's step metrics.
 2. Reshapes ``[bs, T] → [B, G, T]`` and calls :func:`adpo.losses.adpo_loss` /
-   :func:`adpo.losses.opo_loss`, which sum the token log-ratios under ``response_mask``
-   first (early reduction) and then apply the listwise loss over ``[B, G]``. The anchor is
-   ``old_log_prob`` (π_old, the policy that sampled the batch: the on-policy anchor of the
-   papers' LLM runs); the "rewards" are the per-response GRPO advantages (ADPO's targets and
-   OPO's escort weights re-standardise them per group, and rankings are unchanged).
+   :func:`adpo.losses.opo_loss`, which reduce the token log-ratios under ``response_mask``
+   first (early reduction, ``policy_loss.seq_reduction``) and then apply the listwise loss
+   over ``[B, G]``. The anchor is ``old_log_prob`` (π_old, the policy that sampled the
+   batch: the on-policy anchor of the papers' LLM runs); the "rewards" are the
+   per-response GRPO advantages (ADPO's targets and OPO's escort weights re-standardise
+   them per group, and rankings are unchanged).
 3. Rescales the per-prompt mean to verl's global normalisation: verl sums micro-batch losses
    without dividing and averages gradients over data-parallel ranks, so each micro-batch
    returns ``Σ_{its prompts} loss_b · dp_size / (prompts in the global mini-batch)``, and the
    mini-batch gradient is that of the mean over all its prompts.
+
+This mode needs the current scores of every group member in one micro-batch, so it is the
+one for several optimizer steps per batch (``ppo_epochs`` > 1 or several mini-batches) with
+ADPO; it refuses anything that splits groups.
 
 ``loss_agg_mode`` is ignored: the listwise losses aggregate per prompt by construction.
 """
@@ -45,10 +75,10 @@ import torch
 from torch import Tensor
 from verl.trainer.ppo.core_algos import register_policy_loss
 
-from adpo.losses import adpo_loss, opo_loss
-from adpo.losses._common import LossOutput
+from adpo.losses import adpo_loss, opo_loss, opo_per_candidate
+from adpo.losses._common import LossOutput, prepare_group
 
-from .config import OPO_LOSS_MODE, TARGET_PATH, AdpoPolicyLossConfig
+from .config import OPO_LOSS_MODE, TARGET_PATH, WEIGHTS_ESTIMATOR, AdpoPolicyLossConfig
 
 __all__ = [
     "compute_adpo_listwise_loss",
@@ -57,6 +87,8 @@ __all__ = [
     "compute_orthogonalized_po_loss",
     "group_layout",
     "loss_config",
+    "response_layout",
+    "response_scores",
 ]
 
 _KEY = "actor_rollout_ref.actor"
@@ -97,29 +129,9 @@ def _cfg(config: Any, key: str, default: Any = None) -> Any:
     return getattr(config, key, default)
 
 
-def group_layout(
-    fn: str,
-    old_log_prob: Tensor,
-    log_prob: Tensor,
-    advantages: Tensor,
-    response_mask: Tensor,
-    config: Any,
-    lc: AdpoPolicyLossConfig,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Check verl's flat batch and reshape it into whole groups.
-
-    Args:
-        old_log_prob: ``[bs, T]`` token log-probs under π_old (the anchor).
-        log_prob: ``[bs, T]`` token log-probs under πθ (carries the gradient).
-        advantages: ``[bs, T]`` token-broadcast outcome advantages (GRPO).
-        response_mask: ``[bs, T]`` 1/True on response tokens.
-        config: verl's actor config (``rollout_n``, ``shuffle``, ``use_dynamic_bsz``).
-        lc: the loss config.
-
-    Returns:
-        ``(logps, old_logps, adv, mask)``: ``[B, G, T]``, ``[B, G, T]``, ``[B, G]`` (one
-        advantage per response), ``[B, G, T]`` bool.
-    """
+def _check_inputs(
+    fn: str, old_log_prob: Tensor, log_prob: Tensor, advantages: Tensor, response_mask: Tensor
+) -> None:
     for name, t in (
         ("old_log_prob", old_log_prob),
         ("log_prob", log_prob),
@@ -133,18 +145,10 @@ def group_layout(
                 f"{fn}: `{name}` must be [bs, T] like log_prob {tuple(log_prob.shape)}, got "
                 f"{tuple(t.shape)}"
             )
-    # the actor-side settings a policy loss can see (the trainer-side ones are checked at
-    # start-up): anything that reorders sequences inside the update breaks groups
-    offending = [
-        f"{_KEY}.{key}={_cfg(config, key)}"
-        for key in ("shuffle", "use_dynamic_bsz")
-        if _cfg(config, key, False)
-    ]
-    if offending:
-        raise ValueError(
-            f"{fn}: {', '.join(offending)} reorders responses inside the actor update and "
-            "splits the groups a listwise loss needs; set them to false"
-        )
+
+
+def _group_size(fn: str, config: Any, lc: AdpoPolicyLossConfig) -> int:
+    """``G``: ``rollout_n`` of the actor config (``policy_loss.group_size`` must agree)."""
     rollout_n = _cfg(config, "rollout_n")
     if isinstance(rollout_n, int) and not isinstance(rollout_n, bool):
         if lc.group_size is not None and lc.group_size != rollout_n:
@@ -165,6 +169,72 @@ def group_layout(
             f"{fn}: actor_rollout_ref.rollout.n={G}; a listwise loss needs groups of >= 2 "
             "responses per prompt"
         )
+    return G
+
+
+def _response_advantages(
+    fn: str, advantages: Tensor, mask: Tensor, lc: AdpoPolicyLossConfig, what: str
+) -> Tensor:
+    """``[bs]`` one advantage per response, refusing advantages that vary along one.
+
+    The value is read at the response's first token, not averaged over its tokens: a mean
+    of ``n`` copies of ``x`` may differ from ``x`` in the last bit, which would break the
+    exact ties the top-1 and Plackett–Luce targets depend on.
+    """
+    adv = advantages.detach().to(torch.promote_types(advantages.dtype, torch.float32))
+    zero = torch.zeros((), dtype=adv.dtype, device=adv.device)
+    first = mask.to(torch.uint8).argmax(-1, keepdim=True)  # (bs, 1) first response token
+    adv_seq = torch.where(mask.any(-1), adv.gather(-1, first)[:, 0], zero)  # (bs,)
+    scale = adv_seq.abs().clamp_min(1.0)  # (bs,)
+    spread = torch.where(mask, (adv - adv_seq[:, None]).abs(), zero).amax(-1)  # (bs,)
+    bad = spread > lc.group_tol * scale
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(
+            f"{fn}: advantages vary along response {i} (spread {float(spread[i]):.3g}); these "
+            f"losses take one value per response, token-broadcast as {what} makes them"
+        )
+    return adv_seq
+
+
+def group_layout(
+    fn: str,
+    old_log_prob: Tensor,
+    log_prob: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    config: Any,
+    lc: AdpoPolicyLossConfig,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Check verl's flat batch and reshape it into whole groups (whole-group mode).
+
+    Args:
+        old_log_prob: ``[bs, T]`` token log-probs under π_old (the anchor).
+        log_prob: ``[bs, T]`` token log-probs under πθ (carries the gradient).
+        advantages: ``[bs, T]`` token-broadcast outcome advantages (GRPO).
+        response_mask: ``[bs, T]`` 1/True on response tokens.
+        config: verl's actor config (``rollout_n``, ``shuffle``, ``use_dynamic_bsz``).
+        lc: the loss config.
+
+    Returns:
+        ``(logps, old_logps, adv, mask)``: ``[B, G, T]``, ``[B, G, T]``, ``[B, G]`` (one
+        advantage per response), ``[B, G, T]`` bool.
+    """
+    _check_inputs(fn, old_log_prob, log_prob, advantages, response_mask)
+    # the actor-side settings a policy loss can see (the trainer-side ones are checked at
+    # start-up): anything that reorders sequences inside the update breaks groups
+    offending = [
+        f"{_KEY}.{key}={_cfg(config, key)}"
+        for key in ("shuffle", "use_dynamic_bsz")
+        if _cfg(config, key, False)
+    ]
+    if offending:
+        raise ValueError(
+            f"{fn}: {', '.join(offending)} reorders responses inside the actor update and "
+            "splits the groups a listwise loss needs on GRPO advantages; set them to false, "
+            f"or use algorithm.adv_estimator={WEIGHTS_ESTIMATOR} (weights per response)"
+        )
+    G = _group_size(fn, config, lc)
     bs, T = log_prob.shape
     if bs == 0 or bs % G:
         raise ValueError(
@@ -174,20 +244,9 @@ def group_layout(
         )
     B = bs // G
     mask = response_mask.bool()
-    adv = advantages.detach().to(torch.promote_types(advantages.dtype, torch.float32))
-    zero = torch.zeros((), dtype=adv.dtype, device=adv.device)
-    count = mask.sum(-1)  # (bs,)
-    adv_seq = torch.where(mask, adv, zero).sum(-1) / count.clamp_min(1)  # (bs,)
-    scale = adv_seq.abs().clamp_min(1.0)  # (bs,)
-    spread = torch.where(mask, (adv - adv_seq[:, None]).abs(), zero).amax(-1)  # (bs,)
-    bad = spread > lc.group_tol * scale
-    if bad.any():
-        i = int(bad.nonzero()[0])
-        raise ValueError(
-            f"{fn}: advantages vary along response {i} (spread {float(spread[i]):.3g}); these "
-            "losses take one outcome advantage per response, token-broadcast as verl's "
-            "GRPO estimator makes them: set algorithm.adv_estimator=grpo"
-        )
+    adv_seq = _response_advantages(
+        fn, advantages, mask, lc, "verl's GRPO estimator (set algorithm.adv_estimator=grpo)"
+    )
     adv_g = adv_seq.view(B, G)  # (B, G)
     if lc.check_groups:
         mean = adv_g.mean(-1)  # (B,)
@@ -200,7 +259,8 @@ def group_layout(
                 f"GRPO group (their advantages average to {float(mean[b]):.4g}, not 0): "
                 "groups were split or mixed before the loss. Keep trainer.balance_batch=false, "
                 f"trainer.use_v1=false, {_KEY}.shuffle=false, {_KEY}.use_dynamic_bsz=false and "
-                "batch sizes in whole groups (adpo.integrations.verl.validate_verl_config); set "
+                "batch sizes in whole groups (adpo.integrations.verl.validate_verl_config), or "
+                f"use algorithm.adv_estimator={WEIGHTS_ESTIMATOR}; set "
                 f"{_KEY}.policy_loss.check_groups=false only for an estimator whose group "
                 "advantages do not sum to 0"
             )
@@ -212,14 +272,55 @@ def group_layout(
     )
 
 
-def _global_scale(config: Any, n_prompts: int, G: int) -> float:
-    """Factor turning a per-prompt mean over this micro-batch into verl's global share."""
+def response_layout(
+    fn: str,
+    old_log_prob: Tensor,
+    log_prob: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    lc: AdpoPolicyLossConfig,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Check verl's flat batch for the per-response mode: rows of any groups, in any order.
+
+    Args: as in :func:`group_layout`, with ``advantages`` the token-broadcast weights of
+    :data:`~adpo.integrations.verl.WEIGHTS_ESTIMATOR`.
+
+    Returns:
+        ``(log_prob, old_log_prob, a, mask)``: ``[bs, T]``, ``[bs, T]``, ``[bs]`` (one
+        weight per response), ``[bs, T]`` bool.
+    """
+    _check_inputs(fn, old_log_prob, log_prob, advantages, response_mask)
+    mask = response_mask.bool()
+    a = _response_advantages(fn, advantages, mask, lc, f"the {WEIGHTS_ESTIMATOR} estimator")
+    return log_prob, old_log_prob, a, mask
+
+
+def response_scores(
+    fn: str, log_prob: Tensor, old_log_prob: Tensor, mask: Tensor, seq_reduction: str
+) -> Tensor:
+    """``[bs]`` scores ``Δ_i``: masked token log-ratios against the anchor, summed token by
+    token (or their mean), in float32 or wider: the early reduction of :mod:`adpo.losses`."""
+    if log_prob.shape[0] == 0:  # an empty micro-batch (dynamic batching can pad with one)
+        return log_prob.sum(-1)
+    *_, delta = prepare_group(
+        fn, log_prob[None], old_log_prob[None], mask[None], None, min_group=1,
+        seq_reduction=seq_reduction,
+    )  # fmt: skip
+    return delta[0]  # (bs,)
+
+
+def _global_scale(config: Any, rows: int, per: int) -> float:
+    """Factor turning a sum over this micro-batch's rows into verl's global share of the
+    mean over prompts (``per = G``) or responses (``per = 1``): ``dp_size · per /
+    global_batch_size`` (verl sums micro-batch losses without dividing and averages
+    gradients over data-parallel ranks). Outside verl's trainer: the mean over this
+    micro-batch."""
     info = _cfg(config, "global_batch_info") or {}
     gbs = info.get("global_batch_size") if isinstance(info, Mapping) else None
-    if gbs is None:  # called outside verl's trainer: the plain mean over this micro-batch
-        return 1.0
+    if gbs is None:
+        return per / max(rows, 1)
     dp = info.get("dp_size", 1) or 1
-    return float(dp) * n_prompts / (float(gbs) / G)
+    return float(dp) * per / float(gbs)
 
 
 def _finish(out: LossOutput, config: Any, lc: AdpoPolicyLossConfig, B: int, G: int, prefix: str):
@@ -230,7 +331,7 @@ def _finish(out: LossOutput, config: Any, lc: AdpoPolicyLossConfig, B: int, G: i
     so in verl's step metrics a positive value is the run-time evidence that every
     micro-batch held whole GRPO groups.
     """
-    loss = out.loss * _global_scale(config, B, G)
+    loss = out.loss * B * _global_scale(config, B * G, G)  # per-prompt mean → sum → share
     metrics = {f"actor/{prefix}/{k}": float(v) for k, v in out.metrics.items()}
     metrics[f"actor/{prefix}/loss_prompt_mean"] = float(out.loss.detach())
     metrics[f"actor/{prefix}/groups_checked"] = float(B) if lc.check_groups else 0.0
@@ -246,24 +347,34 @@ def _refuse_weights(fn: str, rollout_is_weights: Tensor | None) -> None:
         )
 
 
-def _prepare(
-    fn: str,
-    old_log_prob: Tensor,
-    log_prob: Tensor,
-    advantages: Tensor,
-    response_mask: Tensor,
-    config: Any,
-    rollout_is_weights: Tensor | None,
-):
+def _config(fn: str, config: Any, rollout_is_weights: Tensor | None) -> AdpoPolicyLossConfig:
     """What every registered loss does first: refuse IS weights, read and check its config
-    (``loss_mode`` must name ``fn``), lay the micro-batch out as whole groups."""
+    (``loss_mode`` must name ``fn``)."""
     _refuse_weights(fn, rollout_is_weights)
     lc = loss_config(fn, config)
     if lc.loss_mode != fn:
         raise ValueError(
             f"{fn}: called as {fn!r} but {_KEY}.policy_loss.loss_mode is {lc.loss_mode!r}"
         )
-    return lc, *group_layout(fn, old_log_prob, log_prob, advantages, response_mask, config, lc)
+    if lc.per_response and (_cfg(config, "ppo_epochs", 1) or 1) > 1 and fn != OPO_LOSS_MODE:
+        raise ValueError(
+            f"{fn}: {_KEY}.ppo_epochs={_cfg(config, 'ppo_epochs')} with "
+            f"algorithm.adv_estimator={WEIGHTS_ESTIMATOR}: ADPO's weights are taken at the "
+            "policy that sampled the batch, so only one optimizer step per batch is exact; "
+            "use algorithm.adv_estimator=grpo (whole groups) for several epochs"
+        )
+    return lc
+
+
+def _response_metrics(prefix: str, delta: Tensor, weight: Tensor, name: str) -> dict[str, float]:
+    d = delta.detach().abs()
+    n = d.numel()
+    return {
+        f"actor/{prefix}/delta_abs_mean": float(d.mean()) if n else 0.0,
+        f"actor/{prefix}/delta_abs_max": float(d.max()) if n else 0.0,
+        f"actor/{prefix}/{name}": float(weight.abs().max()) if n else 0.0,
+        f"actor/{prefix}/responses": float(n),
+    }
 
 
 def _adpo(
@@ -276,8 +387,17 @@ def _adpo(
     rollout_is_weights: Tensor | None,
 ):
     """The three ADPO modes differ only in ``lc.resolved_target``."""
-    lc, lp, old, adv, mask = _prepare(
-        fn, old_log_prob, log_prob, advantages, response_mask, config, rollout_is_weights
+    lc = _config(fn, config, rollout_is_weights)
+    if lc.per_response:
+        G = _group_size(fn, config, lc)
+        lp, old, a, mask = response_layout(
+            fn, old_log_prob, log_prob, advantages, response_mask, lc
+        )
+        delta = response_scores(fn, lp, old, mask, lc.seq_reduction)  # (bs,)
+        loss = -(a.to(delta.dtype) * delta).sum() * _global_scale(config, len(delta), G)
+        return loss, _response_metrics("adpo", delta, a, "weight_abs_max")
+    lp, old, adv, mask = group_layout(
+        fn, old_log_prob, log_prob, advantages, response_mask, config, lc
     )
     out = adpo_loss(
         lp,
@@ -288,6 +408,7 @@ def _adpo(
         beta=lc.beta,
         mask=mask,
         ties=lc.ties,
+        seq_reduction=lc.seq_reduction,
     )
     return _finish(out, config, lc, *adv.shape, prefix="adpo")
 
@@ -305,7 +426,10 @@ def compute_adpo_listwise_loss(
     """ADPO, listwise cross-entropy in anchored logits (ADPO eq. 9) with ``policy_loss.target``.
 
     ``u = (Σ_t log πθ − Σ_t log π_old)/τ`` per response, ``q = softmax(A/β_r)`` over the
-    group (default target), loss ``−Σ_i q_i log softmax(u)_i`` averaged over prompts.
+    group (default target), loss ``−Σ_i q_i log softmax(u)_i`` averaged over prompts. With
+    ``algorithm.adv_estimator=adpo_group_weights`` the advantages are the weights
+    ``a_i = −∂L_b/∂s_i`` and the loss is ``−Σ_i a_i·Δ_i`` over the micro-batch's rows (the
+    module doc).
 
     Args:
         old_log_prob: ``[bs, T]`` token log-probs under π_old (the anchor).
@@ -376,17 +500,30 @@ def compute_orthogonalized_po_loss(
     """OPO (OPO eq. 18): ``mean_{b,g}[−ω̂_α·Δ + μ/2·Δ²]`` with ``Δ = Σ_t log πθ − Σ_t log π_old``.
 
     ``ω̂`` from the per-response GRPO advantages with ``policy_loss.alpha``/``weight_norm``
-    (see :func:`adpo.losses.opo_loss`). Args/returns as in
-    :func:`compute_adpo_listwise_loss`; metrics ``actor/opo/*``.
+    (see :func:`adpo.losses.opo_loss`), or, with
+    ``algorithm.adv_estimator=adpo_group_weights``, ``ω̂`` itself as the advantage and the
+    terms summed over the micro-batch's rows (:func:`adpo.losses.opo_per_candidate`).
+    Args/returns as in :func:`compute_adpo_listwise_loss`; metrics ``actor/opo/*``.
     """
-    lc, lp, old, adv, mask = _prepare(
-        OPO_LOSS_MODE,
-        old_log_prob,
-        log_prob,
-        advantages,
-        response_mask,
-        config,
-        rollout_is_weights,
+    fn = OPO_LOSS_MODE
+    lc = _config(fn, config, rollout_is_weights)
+    if lc.per_response:
+        lp, old, omega, mask = response_layout(
+            fn, old_log_prob, log_prob, advantages, response_mask, lc
+        )
+        delta = response_scores(fn, lp, old, mask, lc.seq_reduction)  # (bs,)
+        per, x, clipped = opo_per_candidate(
+            delta, omega.to(delta.dtype), mu=lc.mu, ratio=lc.ratio, eps=lc.eps
+        )  # (bs,) each
+        loss = per.sum() * _global_scale(config, len(delta), 1)
+        metrics = _response_metrics("opo", delta, omega, "omega_abs_max")
+        dev = x.detach() if lc.ratio == "exact" else torch.expm1(delta.detach().clamp_max(10.0))
+        n = max(len(delta), 1)
+        metrics["actor/opo/chi2"] = float(dev.pow(2).sum() / n)
+        metrics["actor/opo/target_clip_frac"] = float(clipped.sum() / n)
+        return loss, metrics
+    lp, old, adv, mask = group_layout(
+        fn, old_log_prob, log_prob, advantages, response_mask, config, lc
     )
     out = opo_loss(
         lp,
@@ -399,5 +536,6 @@ def compute_orthogonalized_po_loss(
         weight_norm=lc.weight_norm,
         ref_correction=lc.ref_correction,
         eps=lc.eps,
+        seq_reduction=lc.seq_reduction,
     )
     return _finish(out, config, lc, *adv.shape, prefix="opo")
