@@ -6,8 +6,9 @@ adpo-pl``/``adpo``, ``OPOConfig`` for ``opo``, TRL's ``GRPOConfig`` for ``grpo``
 of the same name, beside the script's own arguments (:class:`TrainArgs`: model, dataset,
 reward) and TRL's ``ModelConfig`` (``--dtype``, ``--attn_implementation``,
 ``--model_revision`` and LoRA: ``--use_peft``, ``--lora_r`` …, as ``trl grpo`` takes them;
-its 4/8-bit quantization flags are left out, untested on these CPU machines). The parser is TRL's ``TrlParser`` over those dataclasses, built when the command
-runs, so a field added to a config is a flag at once and the defaults are the configs' own.
+its 4/8-bit quantization flags are left out, untested on these CPU machines). The parser is
+TRL's ``TrlParser`` over those dataclasses, built when the command runs, so a field added to
+a config is a flag at once and the defaults are the configs' own.
 ``--config FILE.yaml`` holds the same flat keys; a flag given on the command line always
 beats the file. A flag of another objective is refused with a message naming the objective
 that has it.
