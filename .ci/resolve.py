@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,45 +112,63 @@ CASES = {
 }
 
 
-def run_case(name: str, wheel: Path, out: Path) -> tuple[str, float, str | None]:
-    extra_reqs, extra, check = CASES[name]
-    report = out / (name.replace("/", "_") + ".json")
-    log = out / (name.replace("/", "_") + ".log")
+def start(name: str, wheel: Path, out: Path) -> subprocess.Popen:
+    extra_reqs, extra, _ = CASES[name]
     cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet"]
-    cmd += ["--report", str(report), f"{wheel}[{extra}]", *extra_reqs]
-    start = time.perf_counter()
-    with log.open("w") as f:
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=1200).returncode
-    seconds = time.perf_counter() - start
+    cmd += ["--report", str(out / f"{name}.json"), f"{wheel}[{extra}]", *extra_reqs]
+    with (out / f"{name}.log").open("w") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def outcome(name: str, rc: int, wheel: Path, out: Path) -> str:
+    """What a case found: "ok: " and the versions picked, or what went wrong."""
     if rc != 0:
-        tail = [x for x in log.read_text().splitlines() if "is ignored" not in x][-15:]
-        return name, seconds, "pip failed:\n    " + "\n    ".join(tail)
-    r = Report.read(report)
+        log = (out / f"{name}.log").read_text().splitlines()
+        tail = [x for x in log if "is ignored" not in x][-15:]
+        return f"pip exited with {rc}:\n    " + "\n    ".join(tail)
+    r = Report.read(out / f"{name}.json")
     try:
         expect(r.urls["adpo"].endswith(wheel.name), f"adpo from {r.urls['adpo']}")
-        return name, seconds, "ok: " + check(r)
+        return "ok: " + CASES[name][2](r)
     except (AssertionError, KeyError) as e:
-        return name, seconds, f"wrong pick: {e!r}"
+        return f"wrong pick: {e!r}"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("wheel", type=Path)
     ap.add_argument("--out", type=Path, help="keep the reports and pip logs here")
+    ap.add_argument("--timeout", type=float, default=1200, help="seconds, for all the cases")
     args = ap.parse_args()
     wheel = args.wheel.resolve()
     out = args.out or Path(tempfile.mkdtemp(prefix="adpo-resolve-"))
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with ThreadPoolExecutor(len(CASES)) as pool:
-        results = list(pool.map(lambda n: run_case(n, wheel, out), CASES))
+    t0 = time.perf_counter()
+    running = {name: start(name, wheel, out) for name in CASES}
+    # stopped (CI gave up, Ctrl-C): stop the dry runs too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     failed = 0
-    for name, seconds, outcome in results:
-        print(f"resolve {name:<24} {seconds:5.0f} s  {outcome}")
-        failed += not outcome.startswith("ok")
+    try:
+        while running:  # report each case when it ends, with its own wall time
+            time.sleep(1)
+            seconds = time.perf_counter() - t0
+            for name, proc in list(running.items()):
+                if proc.poll() is not None:
+                    result = outcome(name, proc.returncode, wheel, out)
+                elif seconds > args.timeout:
+                    proc.kill()
+                    result = f"timed out after {args.timeout:.0f} s"
+                else:
+                    continue
+                del running[name]
+                print(f"resolve {name:<24} {seconds:4.0f} s  {result}", flush=True)
+                failed += not result.startswith("ok")
+    finally:
+        for proc in running.values():
+            proc.kill()
     print(
         f"resolve: {len(CASES) - failed}/{len(CASES)} as expected in "
-        f"{time.perf_counter() - start:.0f} s (reports in {out})"
+        f"{time.perf_counter() - t0:.0f} s (reports in {out})"
     )
     return 1 if failed else 0
 
