@@ -4,7 +4,7 @@ Each check reads the metadata twice: from ``pyproject.toml`` (the source) and fr
 installed distribution (``importlib.metadata``: the wheel's ``METADATA`` where adpo was
 installed from the built wheel, as ``.ci/release`` does; hatchling's editable metadata in
 a checkout). That pip really resolves these requirements beside a GPU user's stack (vLLM,
-a newer torch) is ``.ci/resolve``'s job; it reads the index, which tests may not.
+a newer torch) is ``.ci/resolve.py``'s job: it reads the package index, which tests may not.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def test_rl_pins_trl_to_the_minor_version_the_seam_was_tested_with(source):
     pytest.importorskip("trl")
     from adpo._compat.trl import TESTED_TRL
 
-    spec = specifier(source(), "trl", "rl")  # with the `hf` extra's looser range, which rl includes
+    spec = specifier(source(), "trl", "rl")  # with the looser range of `hf`, which rl includes
     assert {s.operator for s in spec} == {">=", "<"}, spec
     low = max(Version(s.version) for s in spec if s.operator == ">=")
     high = min(Version(s.version) for s in spec if s.operator == "<")
@@ -202,6 +202,6 @@ def test_the_cpu_constraints_pin_a_torch_adpo_admits():
     ]
     (torch,) = [Requirement(line) for line in lines]
     assert torch.name == "torch"
-    ((pin,),) = [list(torch.specifier)]
+    (pin,) = torch.specifier
     assert pin.operator == "=="
     assert Version(pin.version) in specifier(from_pyproject(), "torch")
