@@ -97,6 +97,17 @@ def code_version() -> dict[str, Any]:
     return {"adpo": __version__, "commit": commit, "dirty": dirty}
 
 
+def describe_commit(code: Mapping[str, Any]) -> str:
+    """:func:`code_version`'s commit in words, as ``adpo env`` and the benchmark scripts print it.
+
+    ``"<40 hex>"``, ``"<40 hex> (dirty: tracked files differ from it)"`` or
+    ``"none (an installed package, not a git checkout)"``.
+    """
+    if code["commit"] is None:
+        return "none (an installed package, not a git checkout)"
+    return code["commit"] + (" (dirty: tracked files differ from it)" if code["dirty"] else "")
+
+
 def _is_adpo_project(pyproject: Path) -> bool:
     """Whether ``pyproject`` is adpo's own: an installed copy of the package can sit two
     folders below another git project's root (``pip install --target DIR``), whose commit is
