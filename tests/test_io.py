@@ -91,3 +91,16 @@ def test_code_version_of_an_installed_copy_has_no_commit(tmp_path, layout):
     got = json.loads(out.stdout)
     assert Path(got.pop("file")).resolve() == (site / "adpo" / "__init__.py").resolve()
     assert got == {"adpo": adpo.__version__, "commit": None, "dirty": None}
+
+
+def test_describe_commit_names_the_commit_the_dirt_or_an_installed_copy():
+    from adpo._io import describe_commit
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    assert describe_commit({"adpo": "0.1.0", "commit": sha, "dirty": False}) == sha
+    assert describe_commit({"adpo": "0.1.0", "commit": sha, "dirty": True}) == (
+        sha + " (dirty: tracked files differ from it)"
+    )
+    assert describe_commit({"adpo": "0.1.0", "commit": None, "dirty": None}) == (
+        "none (an installed package, not a git checkout)"
+    )
