@@ -17,6 +17,7 @@ import random
 import statistics
 import time
 
+from adpo._io import code_version, describe_commit
 from adpo.rewards import MathReward, completion_text
 from adpo.rewards._process import Worker
 from adpo.rewards.math import _gold_parses, _gold_target, _score, _worker_init
@@ -124,6 +125,8 @@ def main() -> None:
                 times[name].append((time.perf_counter() - t) / len(completions))
             assert got == expected, f"{name} scored a batch wrong"
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    code = code_version()  # the version and commit adpo env and every summary report
+    print(f"adpo {code['adpo']}, commit {describe_commit(code)}")
     print(
         f"{a.prompts} prompts x G={a.G} per batch, median of {a.reps} batches, "
         f"loadavg={os.getloadavg()}; worker start-up {start:.2f} s (once per process)"

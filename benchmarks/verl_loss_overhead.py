@@ -17,6 +17,7 @@ from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage, get_poli
 from verl.workers.config import ActorConfig
 
 import adpo.integrations.verl as av
+from adpo._io import code_version, describe_commit
 
 
 def main() -> None:
@@ -54,6 +55,8 @@ def main() -> None:
                 times.append(time.perf_counter() - t0)
         rows.append((mode, float(np.median(times)) * 1e3))
     base = rows[0][1]
+    code = code_version()  # the version and commit adpo env and every summary report
+    print(f"adpo {code['adpo']}, commit {describe_commit(code)}")
     print(
         f"bs={bs} T={T} G={G}, median of {a.reps}, loadavg={os.getloadavg()}, "
         f"threads={torch.get_num_threads()}"

@@ -45,3 +45,62 @@ def test_environment_records_the_code_version_and_the_libraries_asked_for():
         ).stdout.strip()
         assert env["commit"] == head and len(head) == 40
         assert isinstance(env["dirty"], bool)
+
+
+@pytest.mark.parametrize("layout", ["site-packages", "target-in-another-git-project"])
+def test_code_version_of_an_installed_copy_has_no_commit(tmp_path, layout):
+    """An installed wheel reports adpo's version and no commit, even two folders below the
+    root of somebody else's git project (``pip install --target vendor``)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import adpo
+
+    if layout == "site-packages":
+        site = tmp_path / "venv" / "lib" / "python3" / "site-packages"
+    else:
+        if shutil.which("git") is None:
+            pytest.skip("git is not installed")
+        project = tmp_path / "project"
+        project.mkdir()
+        (project / "pyproject.toml").write_text('[project]\nname = "their-project"\n')
+        git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t"]
+        subprocess.run([*git, "init", "-q"], check=True)
+        subprocess.run([*git, "add", "pyproject.toml"], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", "theirs"], check=True)
+        site = project / "vendor"
+    shutil.copytree(
+        Path(adpo.__file__).parent, site / "adpo", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    code = (
+        "import json, adpo, adpo._io as io; "
+        "print(json.dumps({'file': adpo.__file__, **io.code_version()}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(site)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    got = json.loads(out.stdout)
+    assert Path(got.pop("file")).resolve() == (site / "adpo" / "__init__.py").resolve()
+    assert got == {"adpo": adpo.__version__, "commit": None, "dirty": None}
+
+
+def test_describe_commit_names_the_commit_the_dirt_or_an_installed_copy():
+    from adpo._io import describe_commit
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    assert describe_commit({"adpo": "0.1.0", "commit": sha, "dirty": False}) == sha
+    assert describe_commit({"adpo": "0.1.0", "commit": sha, "dirty": True}) == (
+        sha + " (dirty: tracked files differ from it)"
+    )
+    assert describe_commit({"adpo": "0.1.0", "commit": None, "dirty": None}) == (
+        "none (an installed package, not a git checkout)"
+    )

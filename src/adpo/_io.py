@@ -78,7 +78,7 @@ def code_version() -> dict[str, Any]:
     root = Path(__file__).resolve().parents[2]  # src/adpo/_io.py → the checkout
     commit: str | None = None
     dirty: bool | None = None
-    if (root / ".git").exists() and (root / "pyproject.toml").is_file():
+    if (root / ".git").exists() and _is_adpo_project(root / "pyproject.toml"):
         try:
             git = ["git", "-C", str(root)]
             commit = subprocess.run(
@@ -95,6 +95,30 @@ def code_version() -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             commit, dirty = None, None
     return {"adpo": __version__, "commit": commit, "dirty": dirty}
+
+
+def describe_commit(code: Mapping[str, Any]) -> str:
+    """:func:`code_version`'s commit in words, as ``adpo env`` and the benchmark scripts print it.
+
+    ``"<40 hex>"``, ``"<40 hex> (dirty: tracked files differ from it)"`` or
+    ``"none (an installed package, not a git checkout)"``.
+    """
+    if code["commit"] is None:
+        return "none (an installed package, not a git checkout)"
+    return code["commit"] + (" (dirty: tracked files differ from it)" if code["dirty"] else "")
+
+
+def _is_adpo_project(pyproject: Path) -> bool:
+    """Whether ``pyproject`` is adpo's own: an installed copy of the package can sit two
+    folders below another git project's root (``pip install --target DIR``), whose commit is
+    not adpo's."""
+    import tomllib
+
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    return project.get("name") == "adpo"
 
 
 def library_versions(names: Iterable[str]) -> dict[str, str]:

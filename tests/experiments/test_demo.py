@@ -5,7 +5,7 @@ import json
 import pytest
 
 
-def test_demo_short_run_writes_summary_and_plot(tmp_path):
+def test_demo_short_run_writes_summary_and_plot(tmp_path, capsys):
     from adpo.cli import main
 
     out = tmp_path / "demo"
@@ -30,6 +30,14 @@ def test_demo_short_run_writes_summary_and_plot(tmp_path):
     assert len(s["reward_curve"]) == 1  # 2 optimizer steps = 1 generation round
     assert s["train_time_s"] > 0
     assert (out / "reward_curve.png").stat().st_size > 1000
+    # the result names its code as `adpo env` does: one version string, one commit
+    capsys.readouterr()
+    assert main(["env"]) == 0
+    env = dict(x[2:].split(": ", 1) for x in capsys.readouterr().out.splitlines() if x[:2] == "- ")
+    recorded = d["environment"]
+    assert env["adpo"] == recorded["adpo"] == __import__("adpo").__version__
+    assert env["adpo commit"].split()[0] == (recorded["commit"] or "none")
+    assert ("dirty" in env["adpo commit"]) == bool(recorded["dirty"])
 
 
 def test_demo_split_is_disjoint_and_config_is_checked():

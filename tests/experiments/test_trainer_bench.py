@@ -69,13 +69,16 @@ def test_rounds_alternate_the_order_and_pool_every_rounds_steps(monkeypatch, tmp
     assert len(summary["steps"]["opo"]) == 3
 
 
-def test_loss_side_time_counts_the_loss_and_not_the_model(tmp_path):
-    import time
+def test_loss_side_time_counts_the_loss_and_not_the_model(tmp_path, monkeypatch):
+    """On a fake clock that only the model's forward (1 s) and a slowed loss (50 ms per call)
+    advance: the loss's own time is counted, the model's is not. No wall-clock timing, so
+    the machine's load cannot decide it."""
+    from types import SimpleNamespace
 
     import torch
     from datasets import Dataset
 
-    from adpo.experiments.trainer_bench import loss_side_ms
+    import adpo.experiments.trainer_bench as tb
     from adpo.testing import char_tokenizer, tiny_qwen3
     from adpo.trainers.presets import loss_config, make_trainer
 
@@ -89,16 +92,27 @@ def test_loss_side_time_counts_the_loss_and_not_the_model(tmp_path):
     trainer = make_trainer("opo", model, lambda completions, **k: [0.1] * len(completions),
                            args, rows, tok)  # fmt: skip
     trainer.train()
+    clock = [0.0]
+    monkeypatch.setattr(tb, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     forwards = []
-    model.register_forward_hook(lambda *a: forwards.append(1))
-    fast = loss_side_ms(trainer, reps=3)
+
+    def forward_hook(*a):
+        forwards.append(1)
+        clock[0] += 1.0
+
+    model.register_forward_hook(forward_hook)
+    assert tb.loss_side_ms(trainer, reps=3) == 0.0  # the model's second of the first call
     assert len(forwards) == 1  # the model ran once, for the cache
     slow_loss = trainer._group_loss
+    calls = []
 
     def slow(*a, **k):
-        time.sleep(0.05)
+        calls.append(1)
+        clock[0] += 0.05
         return slow_loss(*a, **k)
 
     trainer._group_loss = slow
-    assert loss_side_ms(trainer, reps=3) >= fast + 45.0  # the loss's own time is counted
+    ms = tb.loss_side_ms(trainer, reps=3)
+    assert calls and len(calls) % 4 == 0  # the same number of loss calls in each of 1 + 3
+    assert ms == pytest.approx(50.0 * len(calls) / 4)  # the loss's own time is counted
     assert torch.is_grad_enabled()

@@ -46,18 +46,12 @@ def _devices() -> str:
 
 def environment_report() -> dict[str, str]:
     """``{name: value}``: adpo, its commit, Python, the platform, the device, each library."""
-    from adpo._io import code_version, library_versions
+    from adpo._io import code_version, describe_commit, library_versions
 
     code = code_version()
-    if code["commit"] is None:
-        commit = "none (an installed package, not a git checkout)"
-    else:
-        commit = code["commit"] + (
-            " (dirty: tracked files differ from it)" if code["dirty"] else ""
-        )
     return {
         "adpo": code["adpo"],
-        "adpo commit": commit,
+        "adpo commit": describe_commit(code),
         "Python": platform.python_version(),
         "platform": platform.platform(),
         "device": _devices(),
