@@ -28,7 +28,7 @@ def test_quick_bench_writes_ratios_against_grpo_measured_in_the_same_run(tmp_pat
     )
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["rows"][0]["loss"] == "grpo" and (tmp_path / "trainer_bench.png").exists()
-    assert (tmp_path / "results.csv").read_text().startswith("loss,")
+    assert (tmp_path / "results.csv").read_text().startswith("row,loss,micro_batch,")
 
 
 def test_bad_bench_config_is_refused():
@@ -36,6 +36,36 @@ def test_bad_bench_config_is_refused():
         TrainerBenchConfig(losses=("ppo",))
     with pytest.raises(ValueError, match="warmup < steps"):
         TrainerBenchConfig(steps=2, warmup=2)
+    with pytest.raises(ValueError, match="micro_batch must divide the step's 16 completions"):
+        TrainerBenchConfig(num_generations=16, micro_batch=3)
+    with pytest.raises(ValueError, match="micro_batch must divide the step's 8 completions"):
+        TrainerBenchConfig(micro_batch=0)
+    with pytest.raises(ValueError, match="whole_groups compares against a split step"):
+        TrainerBenchConfig(whole_groups=("adpo-pl",))  # the step is one micro-batch already
+    with pytest.raises(ValueError, match="whole_groups compares against a split step"):
+        TrainerBenchConfig(micro_batch=8, whole_groups=("adpo-pl",))
+    with pytest.raises(ValueError, match=r"unknown losses \['ppo'\]"):
+        TrainerBenchConfig(micro_batch=2, whole_groups=("ppo",))
+    with pytest.raises(ValueError, match=r"constant_tau is an ADPO setting; \['opo'\]"):
+        TrainerBenchConfig(constant_tau=("opo",))
+    with pytest.raises(ValueError, match="unknown row 'adpo-pl/fast'"):
+        TrainerBenchConfig().settings("adpo-pl/fast")
+
+
+def test_rows_and_their_micro_batches():
+    cfg = TrainerBenchConfig(
+        losses=("adpo-pl", "opo"), num_generations=16, micro_batch=2,
+        whole_groups=("adpo-pl",), constant_tau=("adpo-pl",),
+    )  # fmt: skip
+    assert cfg.rows == ("grpo", "adpo-pl", "opo", "adpo-pl/constant-tau", "adpo-pl/whole")
+    assert cfg.settings("grpo") == ("grpo", 2, 8, {})  # the baseline splits its step too
+    assert cfg.settings("opo") == ("opo", 2, 8, {})
+    assert cfg.settings("adpo-pl/constant-tau") == (
+        "adpo-pl", 2, 8, {"tau_schedule": "constant"}
+    )  # fmt: skip
+    assert cfg.settings("adpo-pl/whole") == ("adpo-pl", 16, 1, {})
+    two = TrainerBenchConfig(prompts_per_step=2, num_generations=4)
+    assert two.settings("adpo") == ("adpo", 8, 1, {})  # default: the whole step at once
 
 
 def test_rounds_alternate_the_order_and_pool_every_rounds_steps(monkeypatch, tmp_path):
@@ -43,7 +73,7 @@ def test_rounds_alternate_the_order_and_pool_every_rounds_steps(monkeypatch, tmp
 
     calls = []
 
-    def fake_worker(cfg, loss):
+    def fake_worker(cfg, loss):  # a row without a variant is its objective
         calls.append(loss)
         k = calls.count(loss)  # round of this trainer
         total = {"grpo": 10.0, "opo": 11.0}[loss] * k
@@ -102,3 +132,53 @@ def test_loss_side_time_counts_the_loss_and_not_the_model(tmp_path):
     trainer._group_loss = slow
     assert loss_side_ms(trainer, reps=3) >= fast + 45.0  # the loss's own time is counted
     assert torch.is_grad_enabled()
+
+
+def test_split_step_measures_the_entropy_pass_and_its_constant_tau_row_has_none(tmp_path):
+    """In this process (no worker): micro-batches of 2 out of G = 4, one step per round."""
+    from adpo.experiments.trainer_bench import measure
+
+    cfg = TrainerBenchConfig(
+        out=str(tmp_path), num_generations=4, micro_batch=2, whole_groups=("adpo-pl",),
+        constant_tau=("adpo-pl",), quick=True,
+    )  # fmt: skip
+    runs = {row: measure(cfg, row) for row in ("grpo", "adpo-pl", "adpo-pl/constant-tau")}
+    assert {r["micro_batch"] for r in runs.values()} == {2}
+    assert runs["adpo-pl"]["tau_schedule"] == "entropy_reward"
+    assert runs["adpo-pl/constant-tau"]["tau_schedule"] == "constant"
+    assert runs["grpo"]["tau_schedule"] is None
+    for row, r in runs.items():
+        assert r["mean_completion_length"] == 16 and len(r["steps"]) == 2, row
+        assert len(r["load_1min"]) == 2
+    # the entropy-reward schedule reads each split group's entropy: one no-grad pass per step
+    assert runs["adpo-pl"]["steps"][0]["logprob_passes"] > 0
+    assert runs["adpo-pl/constant-tau"]["steps"][0]["logprob_passes"] == 0
+    assert runs["grpo"]["steps"][0]["logprob_passes"] == 0
+    whole = measure(cfg, "adpo-pl/whole")
+    assert whole["micro_batch"] == 4 and whole["steps"][0]["logprob_passes"] == 0
+
+
+def test_ratios_against_grpo_and_the_whole_group_row():
+    from adpo.experiments.trainer_bench import table
+
+    cfg = TrainerBenchConfig(micro_batch=2, whole_groups=("adpo-pl",), losses=("adpo-pl",))
+
+    def rec(row, total, peak):
+        step = {"generation": 1.0, "rewards": 0.0, "logprob_passes": 0.5, "update": total - 1.5}
+        return {"row": row, "loss": row.split("/")[0], "micro_batch": 2, "tau_schedule": None,
+                "steps": [{**step, "total": total}], "peak_memory_mb": peak,
+                "loss_side_ms": 1.0, "mean_completion_length": 16.0, "parameters": 1,
+                "load_1min": [3.0, 5.0]}  # fmt: skip
+
+    runs = {
+        "grpo": [rec("grpo", 10.0, 200.0), rec("grpo", 12.0, 210.0)],
+        "adpo-pl": [rec("adpo-pl", 11.0, 205.0), rec("adpo-pl", 11.0, 207.0)],
+        "adpo-pl/whole": [rec("adpo-pl/whole", 9.0, 1000.0), rec("adpo-pl/whole", 9.0, 990.0)],
+    }
+    rows = {r["row"]: r for r in table(cfg, runs)}
+    assert rows["adpo-pl"]["time_vs_grpo"] == pytest.approx(11.0 / 11.0)  # median of 10, 12
+    assert rows["adpo-pl"]["memory_vs_grpo"] == pytest.approx(207.0 / 210.0)  # peaks: max
+    assert rows["adpo-pl"]["memory_vs_whole"] == pytest.approx(207.0 / 1000.0)
+    assert rows["adpo-pl"]["peak_memory_mb_min"] == 205.0
+    assert rows["adpo-pl/whole"]["memory_vs_whole"] == 1.0
+    assert (rows["grpo"]["load_1min_min"], rows["grpo"]["load_1min_max"]) == (3.0, 5.0)
