@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 
@@ -83,17 +84,73 @@ def test_cli_precomputed_anchor_and_skip_bad_rows(saved, tmp_path):
     assert 0 < s["top1_accuracy_before"] < 0.6
 
 
-def test_cli_bad_row_without_skipping_names_the_row(saved, tmp_path):
-    with pytest.raises(BadRowError, match=r"row 5: 'scores'\[1\] is not finite"):
-        _run(saved, tmp_path / "c", "--data", str(saved / "bad.jsonl"))
+def test_cli_bad_row_without_skipping_names_the_row(saved, tmp_path, capsys):
+    argv = ["train-offline", "--model", str(saved / "model"), "--config", str(saved / "cfg.yaml"),
+            "--out", str(tmp_path / "c"), "--data", str(saved / "bad.jsonl")]  # fmt: skip
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"^adpo train-offline: BadRowError: .*row 5: 'scores'\[1\] is not finite", err)
+    assert "Traceback" not in err and "--debug" in err
+    with pytest.raises(BadRowError, match=r"row 5"):  # --debug: the exception itself
+        cli.main([*argv, "--debug"])
+
+
+@pytest.mark.parametrize(
+    ("setup", "says"),
+    [
+        ("yaml", "is not valid YAML"),
+        ("key", "unknown key(s) ['tauu']"),
+        ("data", "no such file"),
+        ("row", "row 5"),
+        ("field", "learning_rate"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_written(saved, tmp_path, capsys, setup, says):
+    out = tmp_path / "run"
+    config = saved / "cfg.yaml"
+    data = saved / "rows.jsonl"
+    if setup == "yaml":
+        config = tmp_path / "bad.yaml"
+        config.write_text("tau: [1\n")
+    elif setup == "key":
+        config = tmp_path / "bad.yaml"
+        config.write_text("tauu: 1\n")
+    elif setup == "field":
+        config = tmp_path / "bad.yaml"
+        config.write_text("learning_rate: -1\n")
+    elif setup == "data":
+        data = tmp_path / "missing.jsonl"
+    else:
+        data = saved / "bad.jsonl"
+    argv = ["train-offline", "--model", str(saved / "model"), "--config", str(config),
+            "--data", str(data), "--out", str(out)]  # fmt: skip
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_an_earlier_run_is_not_overwritten_unless_asked(saved, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    argv = ["train-offline", "--model", str(saved / "model"), "--config", str(saved / "cfg.yaml"),
+            "--data", str(saved / "rows.jsonl"), "--out", str(out)]  # fmt: skip
+    assert cli.main(argv) == 1
+    assert "already holds files" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == "{}" and sorted(out.iterdir()) == [
+        out / "summary.json"
+    ]
+    assert cli.main([*argv, "--overwrite"]) == 0
+    assert json.loads((out / "summary.json").read_text())["steps"] == 3
 
 
 def test_cli_needs_model_and_data_together(saved, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:  # tyro turns the config's ValueError into a usage error
-        cli.main(["train-offline", "--model", str(saved / "model"), "--out", str(tmp_path)])
-    assert exc.value.code != 0
-    captured = capsys.readouterr()
-    assert "both --model and --data" in " ".join((captured.out + captured.err).split())
+    # the config's ValueError, through tyro: a usage error on one line
+    argv = ["train-offline", "--model", str(saved / "model"), "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "both --model and --data" in err, err
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -193,13 +194,16 @@ def test_a_worker_busy_when_its_parent_ends_does_not_outlive_it(end, tmp_path):
     # it was orphaned and exits. Either way nothing spins on after the training process.
     pid_file = tmp_path / "pid"
     try:
-        # the orphan shares the script's stderr: run() returns when it has exited
         subprocess.run(
             [sys.executable, "-c", SCRIPT_BUSY_WORKER, str(pid_file), end],
             capture_output=True,
             timeout=60,
         )
-        assert not _alive(int(pid_file.read_text()))
+        # run() may return before the orphan notices (it checks its parent once a second)
+        pid, deadline = int(pid_file.read_text()), time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid)
     finally:
         if pid_file.exists() and _alive(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), 9)

@@ -88,7 +88,9 @@ def run(cfg: OfflineListwiseConfig) -> dict:
             folder = out / name.replace(" / ", "_") / f"seed{seed}"
             console.rule(f"{name}, seed {seed}")
             s = train_offline(
-                TrainOfflineArgs(out=str(folder), target=target, anchor=anchor, seed=seed)
+                TrainOfflineArgs(
+                    out=str(folder), target=target, anchor=anchor, seed=seed, overwrite=True
+                )
             )
             rows.append({"variant": name, "seed": seed, **{k: s[k] for k in METRICS}})
     write_csv(out / "runs.csv", rows)

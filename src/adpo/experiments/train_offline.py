@@ -84,6 +84,8 @@ class TrainOfflineArgs:
     """share of the rows held out for evaluation when --eval-data is not given"""
     skip_bad_rows: bool = False
     """skip malformed rows and count them in the summary instead of stopping"""
+    overwrite: bool = False
+    """write into an --out folder that already holds files (an earlier run's are replaced)"""
     max_steps: int | None = None
     """optimiser steps (overrides the config)"""
     seed: int = 0
@@ -176,31 +178,21 @@ def run(args: TrainOfflineArgs) -> dict[str, Any]:
     from adpo.trainers.listwise import ListwiseConfig, ListwiseTrainer
 
     t0, cpu0 = time.time(), time.process_time()
-    out = prepare_out(args.out)
     torch.manual_seed(args.seed)
-    cfg: dict[str, Any] = {}
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"train-offline: --out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise FileExistsError(
+            f"train-offline: --out {out} already holds files (an earlier run?): choose another "
+            "--out, or pass --overwrite to replace them"
+        )
     default_task = args.model is None
     threads = args.threads if args.threads is not None else (1 if default_task else None)
     if threads is not None:
         torch.set_num_threads(threads)
-    if default_task:  # the embedded default: warm-started tiny model + generated rows
-        from adpo.testing import char_tokenizer, tiny_qwen3
-
-        cfg.update(DEFAULT_TASK_CONFIG)
-        tokenizer = char_tokenizer()
-        model = tiny_qwen3(len(tokenizer), seed=args.seed)
-        with console.status(f"warm start: {args.warm_start_steps} SFT steps"):
-            sft = warm_start(model, tokenizer, steps=args.warm_start_steps, seed=args.seed)
-        console.print(f"warm start done (SFT loss {sft:.3f}, {time.time() - t0:.0f} s)")
-        model_path = out / "reference"
-        model.save_pretrained(model_path)
-        tokenizer.save_pretrained(model_path)
-        raw = make_arithmetic_listwise(args.default_train_rows, seed=args.seed + 1)
-        raw_eval = make_arithmetic_listwise(args.default_eval_rows, seed=args.seed + 2)
-    else:
-        model_path = Path(args.model) if Path(args.model).exists() else args.model
-        raw = load_rows(args.data)
-        raw_eval = load_rows(args.eval_data) if args.eval_data else None
+    # every input is read and checked before anything is written to --out
+    cfg: dict[str, Any] = dict(DEFAULT_TASK_CONFIG) if default_task else {}
     cfg.update(_load_yaml(args.config))
     for key in ("target", "anchor", "max_steps"):
         if getattr(args, key) is not None:
@@ -210,6 +202,14 @@ def run(args: TrainOfflineArgs) -> dict[str, Any]:
     cfg.setdefault("report_to", "none")
     cfg.setdefault("disable_tqdm", False)
     cfg["output_dir"] = str(out / "checkpoints")
+    config = ListwiseConfig(**cfg)
+    if default_task:  # the embedded default: generated rows (the model comes below)
+        raw = make_arithmetic_listwise(args.default_train_rows, seed=args.seed + 1)
+        raw_eval = make_arithmetic_listwise(args.default_eval_rows, seed=args.seed + 2)
+    else:
+        model_path = Path(args.model) if Path(args.model).exists() else args.model
+        raw = load_rows(args.data)
+        raw_eval = load_rows(args.eval_data) if args.eval_data else None
 
     # validate every row up front so errors and skip counts name the rows of the input file
     norm = normalize_rows(raw, skip_bad_rows=cfg["skip_bad_rows"])
@@ -226,7 +226,18 @@ def run(args: TrainOfflineArgs) -> dict[str, Any]:
             f"[yellow]skipped {len(skipped)} bad rows[/]: first row {skipped[0][0]}: {skipped[0][2]}"
         )
 
-    config = ListwiseConfig(**cfg)
+    out = prepare_out(out)
+    if default_task:  # a warm-started tiny Qwen3, saved as the reference
+        from adpo.testing import char_tokenizer, tiny_qwen3
+
+        tokenizer = char_tokenizer()
+        model = tiny_qwen3(len(tokenizer), seed=args.seed)
+        with console.status(f"warm start: {args.warm_start_steps} SFT steps"):
+            sft = warm_start(model, tokenizer, steps=args.warm_start_steps, seed=args.seed)
+        console.print(f"warm start done (SFT loss {sft:.3f}, {time.time() - t0:.0f} s)")
+        model_path = out / "reference"
+        model.save_pretrained(model_path)
+        tokenizer.save_pretrained(model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path)
     ref_source = args.ref_model or model_path

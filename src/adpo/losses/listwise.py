@@ -283,7 +283,11 @@ def adpo_score_weights(
     Args:
         delta: ``[B, G]`` current sequence scores (numbers; no graph is kept).
         rewards: ``[B, G]``.
-        target, tau, beta, valid, ties: as in :func:`adpo_loss`.
+        target: as in :func:`adpo_loss`.
+        tau: as in :func:`adpo_loss` (a float or ``[B]``).
+        beta: as in :func:`adpo_loss`.
+        valid: ``[B, G]``, as in :func:`adpo_loss`.
+        ties: as in :func:`adpo_loss`.
 
     Returns:
         ``(LossOutput, w)`` with ``w`` ``[B, G]``, 0 outside ``valid``.

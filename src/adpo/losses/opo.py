@@ -112,7 +112,10 @@ def opo_per_candidate(
     Args:
         delta: ``[...]`` sequence log-ratios Δ.
         omega: ``[...]`` normalised escort weights ω̂ (detached), same shape.
-        mu, ratio, eps, max_log_ratio: as in :func:`opo_loss`.
+        mu: stiffness μ > 0, as in :func:`opo_loss`.
+        ratio: ``"log"`` or ``"exact"``, as in :func:`opo_loss`.
+        eps: the positivity margin of the exact ratio's target, as in :func:`opo_loss`.
+        max_log_ratio: where the exact ratio turns linear, as in :func:`opo_loss`.
 
     Returns:
         ``(per, x, clipped)``: the terms, ``x`` and where the safeguard clipped the target,

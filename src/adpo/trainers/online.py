@@ -17,15 +17,30 @@ Shape glossary:
 
 What changes relative to ``GRPOTrainer``, and why:
 
-* **Whole groups.** TRL shuffles the completions of a generation round one by one before
-  splitting them into micro-batches, which scatters a prompt's ``G`` completions over
-  several micro-batches. A listwise loss is only correct on whole groups, so the round
-  is shuffled and split *by group* (:func:`shuffle_groups`), and the config requires
-  ``per_device_train_batch_size % num_generations == 0``. Every row carries a
-  ``group_index``; each micro-batch checks that rows ``b·G … b·G+G−1`` share one index.
-  TRL's ``RepeatSampler`` lays prompts out as consecutive runs of ``G`` and hands each
-  process a contiguous slice of ``per_device_train_batch_size·steps_per_generation``
-  rows, so with the divisibility rule every process holds whole groups too.
+* **Exact groups at any micro-batch size.** A listwise loss couples a prompt's ``G``
+  completions, but only through numbers: its gradient is ``Σ_i w_i ∇θ Δ_i`` with
+  ``w_i = ∂L/∂Δ_i`` a function of the whole group's scores. Every row carries a global
+  ``group_index`` (TRL's ``RepeatSampler`` lays prompts out as runs of ``G``, each process a
+  contiguous slice, so a group may straddle two processes). At the start of each optimizer
+  step (``_begin_step``) the step's groups and scored completions are counted over all
+  its micro-batches and processes, and the loss is their mean however the step is cut.
+
+  - ``per_device_train_batch_size`` a multiple of ``G``: the round is shuffled and split
+    *by group* (:func:`shuffle_groups`), every micro-batch holds whole groups (checked) and
+    computes the loss directly, as before.
+  - Otherwise a micro-batch holds part of a group. OPO's terms are per completion once the
+    escort weights ``ω̂`` are known, and those come from the rewards: they are computed over
+    the whole round at generation (:func:`adpo.losses.opo_per_candidate`). ADPO's weights
+    ``w`` come from :func:`adpo.losses.adpo_score_weights` over the step's whole groups
+    (gathered as numbers from every process): right after generation with the on-policy
+    anchor the policy *is* the anchor, ``Δ ≡ 0``, and ``w`` follows from the rewards
+    alone; otherwise (a later step of the round, ``num_iterations`` > 1, a fixed/self/EMA
+    anchor, or the per-prompt entropy-reward τ, which reads each group's entropy) one
+    no-grad forward over the step's rows gives the current scores first. Each micro-batch
+    then back-propagates ``Σ_i w_i Δ_i``; the update equals the whole-group update to float
+    tolerance (tests under plain SGD, one and two processes). A round that feeds several
+    optimizer steps must give each step whole groups on each process
+    (``per_device_train_batch_size × gradient_accumulation_steps`` a multiple of ``G``).
 * **Anchors** (``π_ref`` in ``Δ = log πθ − log π_ref``), computed once per generation round
   and stored with the round's completions:
 
@@ -35,8 +50,9 @@ What changes relative to ``GRPOTrainer``, and why:
     costs no model copy: the generating policy's log-probs are taken before the first
     update of the round (TRL's ``old_per_token_logps``), or, when the round is a single
     optimizer step, the detached current log-probs, which are the same numbers.
-  - ``"fixed"``: the initial policy (or ``ref_model`` when given; with PEFT, the base
-    model with adapters disabled).
+  - ``"fixed"``: the initial policy (or ``ref_model`` when given; with PEFT, the model
+    with a frozen copy of its adapter as it was at construction, TRL's ``"ref"`` adapter:
+    a trained adapter is part of the initial policy).
   - ``"ema"``: an exponential moving average of the policy's weights, folded once per
     round before generation (:class:`adpo.anchors.EMAAnchor`).
 * **Rewards** are the raw weighted reward sums (ADPO's targets and OPO's escort weights
@@ -81,6 +97,8 @@ from adpo.losses import (
 )
 from adpo.rewards.guard import guard_reward_funcs
 from adpo.schedules import EntropyRewardTemperature, GuardedTemperature, policy_entropy_norm
+from adpo.trainers import _model_card
+from adpo.trainers._model import disable_dropout, has_dropout
 from adpo.trainers.grpo_fields import refusal_message, refused_fields
 
 __all__ = [
@@ -142,16 +160,16 @@ class AnchoredGroupConfig(GRPOConfig):
             round; no model copy), ``"fixed"`` (the trainer's ``ref_model``; without one,
             the initial model), ``"self"`` (a frozen snapshot of the initial model) or
             ``"ema"`` (moving average of the policy's weights, updated once per round).
-            ``"fixed"``, ``"self"`` and ``"ema"`` hold one frozen model copy (none under
-            PEFT for ``fixed``/``self``: adapters off). ``"precomputed"`` does not apply
+            ``"fixed"``, ``"self"`` and ``"ema"`` hold one frozen model copy (under PEFT,
+            ``fixed``/``self`` hold a frozen copy of the adapter instead). ``"precomputed"`` does not apply
             (rounds are generated fresh); ``"dynamic"`` is a deprecated ``"on_policy"``.
         anchor_ema_decay (`float`, defaults to `0.99`):
             Decay ``d`` of the EMA anchor, ``θ_a ← d·θ_a + (1−d)·θ`` per round.
         log_kl_to_init (`bool`, defaults to `False`):
             Log ``kl_to_init``, the per-token k3 estimate of KL(πθ ‖ π_init) on the
             round's completions. It costs one extra forward pass per round and, unless
-            the anchor is ``"fixed"`` or the model is a PEFT model (adapters disabled), a
-            frozen copy of the initial model: off by default, so a default run holds what
+            the anchor is ``"fixed"``, a frozen copy of the initial model (of its adapter
+            under PEFT): off by default, so a default run holds what
             ``GRPOTrainer`` with ``beta=0`` holds (no reference model). The ``"fixed"``
             and ``"ema"`` anchors need their own model copy; that is their cost.
         accuracy_reward (`str` or `None`, defaults to `None`):
@@ -218,6 +236,15 @@ class AnchoredGroupConfig(GRPOConfig):
 
     def __post_init__(self) -> None:
         name = type(self).__name__
+        # TRL's GRPOConfig defaults the deprecated ``gradient_checkpointing`` to True, which
+        # transformers answers with a FutureWarning on every config built; hand its value to
+        # the new name first (an explicit ``activation_checkpointing`` still wins)
+        for old, new in (
+            ("gradient_checkpointing", "activation_checkpointing"),
+            ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+        ):
+            if getattr(self, new, None) is None and getattr(self, old, None) is not None:
+                setattr(self, new, getattr(self, old))
         super().__post_init__()
         if self.seq_reduction not in ("sum", "mean"):
             raise ValueError(
@@ -413,7 +440,8 @@ class OPOConfig(AnchoredGroupConfig):
     learning_rate: float = field(default=2e-6, metadata={"help": "AdamW learning rate."})
     num_generations: int | None = field(default=6, metadata={"help": "Completions per prompt (G)."})
     per_device_train_batch_size: int = field(
-        default=6, metadata={"help": "Completions per micro-batch (a multiple of G)."}
+        default=6,
+        metadata={"help": "Completions per micro-batch (any size; one group by default)."},
     )
     alpha: float = field(default=0.4, metadata={"help": "Escort exponent α in [0, 1]."})
     mu: float = field(default=1.0, metadata={"help": "Stiffness μ of the χ² penalty."})
@@ -605,14 +633,6 @@ def _scores(logps: Tensor, anchor: Tensor, mask: Tensor, how: str) -> Tensor:
     return delta / m.sum(-1).clamp_min(1.0) if how == "mean" else delta
 
 
-def _has_dropout(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()) or any(
-        float(getattr(model.config, k, 0.0) or 0.0) > 0
-        for k in ("attention_dropout", "hidden_dropout", "dropout")
-        if hasattr(getattr(model, "config", None), k)
-    )
-
-
 def _is_scalar(v: Any) -> bool:
     return isinstance(v, Tensor) and v.ndim == 0
 
@@ -718,7 +738,9 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         self._round_rewards = seam.RewardHandOff()
         # micro-batches may hold part of a group: the loss back-propagates per-row weights
         self._split = args.per_device_train_batch_size % self.num_generations != 0
-        if self._split and not args.disable_dropout and _has_dropout(self.model):
+        if args.disable_dropout:  # TRL's helper misses rates handed to kernels (Qwen3's SDPA)
+            disable_dropout(self.model)
+        if self._split and has_dropout(self.model):
             warnings.warn(
                 f"{cls}: micro-batches split groups and the model has active dropout: the "
                 "pass that computes each group's weights and the training forward then see "
@@ -910,7 +932,8 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         """Per-row numbers a loss needs from the whole round (``rewards``/``valid``: ``[N·P]``)."""
 
     def _prepare_inputs(self, generation_batch: Any) -> dict[str, Any]:
-        # TRL's `_prepare_inputs`, with the round shuffled and split by whole groups.
+        # TRL's `_prepare_inputs`, with the round shuffled by whole groups where it can be,
+        # and each optimizer step prepared by _begin_step.
         if not self.model.training:
             return self._generate_and_score_completions(generation_batch)
         spg = self.args.steps_per_generation
@@ -1188,6 +1211,11 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         rank = self.accelerator.process_index
         torch.save(self._extra_state(), os.path.join(folder, _STATE_FILE.format(rank=rank)))
 
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """TRL's model card, completed by :func:`adpo.trainers._model_card.complete`."""
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        _model_card.complete(self)
+
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
@@ -1234,7 +1262,7 @@ class _AnchoredGroupTrainer(GRPOTrainer):
 
 
 class ADPOTrainer(_AnchoredGroupTrainer):
-    """ADPO on TRL: the anchored listwise loss :func:`adpo.losses.adpo_loss` on whole groups.
+    """ADPO on TRL: the anchored listwise loss :func:`adpo.losses.adpo_loss`, groups exact.
 
     Usage mirrors ``GRPOTrainer``::
 
@@ -1255,6 +1283,7 @@ class ADPOTrainer(_AnchoredGroupTrainer):
     _config_class = ADPOConfig
     _tag_names = ["trl", "adpo"]  # noqa: RUF012
     _name = "ADPO"
+    _paper = _model_card.ADPO_PAPER
     _unit = "groups"  # the loss is a mean over prompts
     _metric_names = (
         "anchored_entropy",
@@ -1411,7 +1440,7 @@ class ADPOTrainer(_AnchoredGroupTrainer):
 
 
 class OPOTrainer(_AnchoredGroupTrainer):
-    """OPO on TRL: :func:`adpo.losses.opo_loss` (escort-weighted work + χ² penalty) on whole groups.
+    """OPO on TRL: :func:`adpo.losses.opo_loss` (escort-weighted work + χ² penalty), groups exact.
 
     Same interface as :class:`ADPOTrainer`, configured by :class:`OPOConfig`. With
     ``weight_norm="batch"`` the escort weights are z-scored over the whole generation round
@@ -1422,6 +1451,7 @@ class OPOTrainer(_AnchoredGroupTrainer):
     _config_class = OPOConfig
     _tag_names = ["trl", "opo"]  # noqa: RUF012
     _name = "OPO"
+    _paper = _model_card.OPO_PAPER
     _unit = "rows"  # the loss is a mean over completions
     _metric_names = (
         "anchored_entropy",
