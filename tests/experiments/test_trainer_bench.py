@@ -193,15 +193,23 @@ def test_ratios_against_grpo_and_the_whole_group_row():
 COMMITTED = Path(__file__).resolve().parents[2] / "results" / "trainer_micro_batch"
 
 
+def _num(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@pytest.mark.skipif(
+    not (COMMITTED / "summary.json").exists(),
+    reason="results/trainer_micro_batch not run yet (docs/reproducing/trainer.md has the command)",
+)
 def test_committed_micro_batch_table_is_what_its_runs_measured():
     """The committed micro-batch table, recomputed from the raw record of every run.
 
-    Step times and peak memory are measurements (not re-run here: hours of CPU and a noisy
-    clock); every number of ``results.csv`` is derived from ``runs.jsonl`` by ``table``,
+    Step times and peak memory are measurements (not re-run here: most of an hour of CPU
+    and a noisy clock); every number of ``results.csv`` is derived from ``runs.jsonl`` by ``table``,
     and this recomputes all of them, with the shape the issue asked for and the provenance.
     """
     from adpo._io import read_csv
-    from adpo.experiments.trainer_bench import table
+    from adpo.experiments.trainer_bench import goals, table
 
     summary = json.loads((COMMITTED / "summary.json").read_text())
     cfg = TrainerBenchConfig(**summary["config"])
@@ -217,9 +225,10 @@ def test_committed_micro_batch_table_is_what_its_runs_measured():
     assert [r["row"] for r in committed] == list(cfg.rows)
     for got, want in zip(rows, committed, strict=True):
         for key, value in want.items():
-            assert got[key] == (pytest.approx(value, rel=1e-12) if key != "row" else value), key
+            assert got[key] == (pytest.approx(value, rel=1e-12) if _num(value) else value), key
         assert got["mean_completion_length"] == cfg.completion_length  # forced, every row
     assert summary["rows"] == rows
+    assert summary["goals"]["met"] == goals(rows)
     env = summary["environment"]
     assert len(env["commit"]) == 40 and not env["dirty"]
     assert {"transformers", "trl", "accelerate"} <= env.keys()
