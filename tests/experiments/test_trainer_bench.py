@@ -30,6 +30,7 @@ def test_quick_bench_writes_ratios_against_grpo_measured_in_the_same_run(tmp_pat
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["rows"][0]["loss"] == "grpo" and (tmp_path / "trainer_bench.png").exists()
     assert (tmp_path / "results.csv").read_text().startswith("row,loss,micro_batch,")
+    assert saved["goals"]["met"] == {}  # issue 24's goals are for split groups only
 
 
 def test_bad_bench_config_is_refused():
@@ -188,6 +189,43 @@ def test_ratios_against_grpo_and_the_whole_group_row():
     }
     rows["adpo-pl"]["time_vs_grpo"] = 1.06  # just past the bound
     assert goals([rows["adpo-pl"]])["adpo-pl"]["time_vs_grpo"] is False
+
+
+def test_runs_are_logged_as_they_finish_and_the_goals_recorded(monkeypatch, tmp_path):
+    import adpo.experiments.trainer_bench as tb
+
+    cfg = TrainerBenchConfig(
+        out=str(tmp_path), losses=("adpo-pl",), num_generations=4, micro_batch=2,
+        whole_groups=("adpo-pl",),
+    )  # fmt: skip
+    totals = {"grpo": 10.0, "adpo-pl": 10.6, "adpo-pl/whole": 9.0}  # adpo-pl: 1.06× GRPO
+    peaks = {"grpo": 100.0, "adpo-pl": 104.0, "adpo-pl/whole": 300.0}  # 1.04×, 0.35×
+    fail = set()
+
+    def fake_worker(cfg, row):
+        if row in fail:
+            raise RuntimeError(f"trainer bench: {row} failed")
+        step = {"generation": 1.0, "rewards": 0.0, "logprob_passes": 0.0}
+        return {"row": row, "loss": row.split("/")[0], "micro_batch": cfg.settings(row)[1],
+                "steps": [{**step, "update": totals[row] - 1.0, "total": totals[row]}],
+                "peak_memory_mb": peaks[row], "loss_side_ms": 1.0,
+                "mean_completion_length": 16.0, "parameters": 1}  # fmt: skip
+
+    monkeypatch.setattr(tb, "_worker", fake_worker)
+    monkeypatch.setattr(tb, "_plot", lambda *a: None)
+    summary = tb.run(cfg)
+    assert summary["goals"]["met"] == {
+        "adpo-pl": {"memory_vs_grpo": True, "time_vs_grpo": False, "memory_vs_whole": True}
+    }
+    log = [json.loads(x) for x in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert [(r["round"], r["row"], r["micro_batch"]) for r in log] == [
+        (0, "grpo", 2), (0, "adpo-pl", 2), (0, "adpo-pl/whole", 4)
+    ]  # fmt: skip
+    fail.add("adpo-pl/whole")  # the last row fails: the rows before it are on disk
+    with pytest.raises(RuntimeError, match="adpo-pl/whole failed"):
+        tb.run(cfg)
+    rows = [json.loads(x)["row"] for x in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert rows == ["grpo", "adpo-pl"]
 
 
 COMMITTED = Path(__file__).resolve().parents[2] / "results" / "trainer_micro_batch"
