@@ -228,6 +228,28 @@ def test_runs_are_logged_as_they_finish_and_the_goals_recorded(monkeypatch, tmp_
     assert rows == ["grpo", "adpo-pl"]
 
 
+def test_worker_pins_the_openmp_pool_and_reports_a_failed_row(monkeypatch):
+    import subprocess
+
+    import adpo.experiments.trainer_bench as tb
+
+    seen = []
+
+    def fake_run(cmd, *, env, **kw):
+        seen.append((cmd[-1], env.get("OMP_NUM_THREADS")))
+        if cmd[-1] == "opo":
+            return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="MemoryError\n")
+        return subprocess.CompletedProcess(cmd, 0, stdout='ADPO_BENCH {"row": "grpo"}\n', stderr="")
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(tb.subprocess, "run", fake_run)
+    assert tb._worker(TrainerBenchConfig(threads=1), "grpo") == {"row": "grpo"}
+    assert tb._worker(TrainerBenchConfig(), "grpo") == {"row": "grpo"}
+    with pytest.raises(RuntimeError, match=r"opo failed \(exit 1\):\nMemoryError"):
+        tb._worker(TrainerBenchConfig(threads=2), "opo")
+    assert seen == [("grpo", "1"), ("grpo", None), ("opo", "2")]  # threads 0: the default
+
+
 COMMITTED = Path(__file__).resolve().parents[2] / "results" / "trainer_micro_batch"
 
 
