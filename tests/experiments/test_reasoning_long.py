@@ -171,6 +171,9 @@ def test_tiny_run_writes_every_objective_and_experiment(tiny_run):
     assert "grpo" not in s["paired_vs_grpo"]["long"] and "opo" in s["paired_vs_grpo"]["ood"]
     assert s["chosen_lr"]["grpo"] == 3e-4 and s["chosen_lr"]["adpo-pl"] in (3e-4, 1e-3)
     assert s["command"].startswith("adpo bench reasoning-long --quick")
+    env = s["environment"]
+    assert env["threads"] == "1" and env["device"] == "cpu" and env["adpo"]
+    assert {"trl", "transformers", "accelerate", "commit", "dirty"} <= set(env)
     assert (out / "command.txt").read_text().strip() == s["command"]
     table = (out / "table.md").read_text()
     assert "### Long horizon" in table and "### Out of distribution" in table
@@ -181,9 +184,8 @@ def test_tiny_run_writes_every_objective_and_experiment(tiny_run):
             assert (out / f"{exp}_{png}.png").stat().st_size > 1000
 
 
-def test_tiny_run_paired_differences_and_replot(tiny_run, monkeypatch):
+def test_tiny_run_paired_differences_and_replot(tiny_run):
     from adpo.cli import main
-    from adpo.experiments import reasoning_long
 
     out = tiny_run
     runs = [r for r in csv.DictReader((out / "runs.csv").open()) if r["phase"] == "main"]
@@ -199,10 +201,18 @@ def test_tiny_run_paired_differences_and_replot(tiny_run, monkeypatch):
     assert same[:2] == same[2:]
     assert (out / "long_reward.png").stat().st_size > 1000
     assert (out / "lr_sweep.png").stat().st_size > 1000  # the quick sweep tries two lrs
-    # a replot over a summary keeps the run's environment (threads, versions), not its own
-    monkeypatch.setattr(reasoning_long, "environment", lambda: {"replot": "machine"})
+    assert (out / "long_paired.png").stat().st_size > 1000
+    assert "95 % t-interval" in (out / "table.md").read_text()
+    # without the run's summary its provenance is unknown: recorded as such, not invented
+    assert s2["command"] is None and s2["environment"] is None
+    assert s2["replot_command"].endswith("--replot") and s2["replot_code"]["adpo"]
+    # a replot over a summary keeps the run's command and environment, not its own
+    run_prov = {"command": "adpo bench reasoning-long --the-run", "environment": {"trl": "x"}}
+    (out / "summary.json").write_text(json.dumps({**s, **run_prov, "wall_time_s": 12.5}))
     assert main(["bench", "reasoning-long", "--out", str(out), "--replot"]) == 0
-    assert json.loads((out / "summary.json").read_text())["environment"] == s2["environment"]
+    s3 = json.loads((out / "summary.json").read_text())
+    assert {k: s3[k] for k in run_prov} == run_prov and s3["wall_time_s"] == 12.5
+    assert (out / "command.txt").read_text().strip() == run_prov["command"]
 
 
 def test_cuda_device_refused_without_cuda():
@@ -224,3 +234,30 @@ def test_seed_band_cuts_to_the_shortest_seed_and_smooths():
     assert sd.tolist() == [1.0, 1.0, 1.0]  # population std over the two seeds
     steps, mu, _ = seed_band([a, b], smooth=2)  # 2-point moving mean, from the 2nd point
     assert steps.tolist() == [2, 3] and mu.tolist() == [2.0, 4.0]
+
+
+def test_an_arm_is_an_objective_with_its_config_overrides(monkeypatch):
+    """An entry of ARMS runs its objective's preset with the overrides (one line adds an arm)."""
+    from adpo.experiments import reasoning_long as rl
+    from adpo.trainers import presets
+
+    assert all(rl.ARMS[x] == (x, {}) for x in LOSSES)  # the objectives at paper settings
+    monkeypatch.setitem(rl.ARMS, "adpo-pl-tau05", ("adpo-pl", {"tau": 0.5}))
+    cfg = ReasoningLongConfig(losses=("grpo", "adpo-pl-tau05"), fixed_lrs=("adpo-pl-tau05=1e-4",))
+    assert cfg.fixed_lr_map() == {"adpo-pl-tau05": 1e-4}
+    seen: dict = {}
+
+    class Built(Exception):
+        pass
+
+    def config(loss, **kw):
+        seen.update(kw, objective=loss)
+        raise Built  # the config is all this test needs; nothing trains
+
+    monkeypatch.setattr(presets, "loss_config", config)
+    data = rl.SeedData(0, object(), None, [], [], {3: [], 4: []}, {3: 0.0, 4: 0.0}, 0.0)
+    with pytest.raises(Built):
+        rl.train_one(cfg, data, "long", "adpo-pl-tau05", 1e-4)
+    assert seen["objective"] == "adpo-pl" and seen["tau"] == 0.5 and seen["learning_rate"] == 1e-4
+    with pytest.raises(ValueError, match="`losses`"):
+        ReasoningLongConfig(losses=("adpo-pl-tau09",))  # not an arm

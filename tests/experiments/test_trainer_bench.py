@@ -11,9 +11,16 @@ from adpo.experiments.trainer_bench import TrainerBenchConfig, run
 
 
 def test_quick_bench_writes_ratios_against_grpo_measured_in_the_same_run(tmp_path):
-    cfg = TrainerBenchConfig(out=str(tmp_path), losses=("adpo-pl",), quick=True)
+    import torch
+
+    # the trainers run in worker processes with `threads`; the summary records theirs
+    assert torch.get_num_threads() == 1  # this process (the suite's one-thread fixture)
+    cfg = TrainerBenchConfig(out=str(tmp_path), losses=("adpo-pl",), quick=True, threads=2)
     assert cfg.losses == ("grpo", "adpo-pl")  # the baseline always runs
     summary = run(cfg)
+    env = summary["environment"]
+    assert env["threads"] == "2" and env["device"] == "cpu"
+    assert {"adpo", "commit", "trl", "transformers", "accelerate"} <= set(env)
     rows = {r["loss"]: r for r in summary["rows"]}
     assert set(rows) == {"grpo", "adpo-pl"}
     assert not [p.name for p in tmp_path.iterdir() if p.is_dir()]  # no TRL output_dir left

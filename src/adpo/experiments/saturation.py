@@ -29,10 +29,9 @@ import tyro
 from torch import Tensor
 
 from adpo._io import (
-    command_line,
     console,
-    environment,
     prepare_out,
+    provenance,
     write_csv,
     write_json,
 )
@@ -173,7 +172,6 @@ def run(cfg: SaturationConfig) -> dict:
 
     summary: dict = {
         "experiment": "gradient saturation, binary-logit toy (OPO paper fig. 4), z_ref = 0",
-        "command": command_line(),
         "config": asdict(cfg),
         "half_advantage_range": half_range,
         "methods": {},
@@ -185,7 +183,7 @@ def run(cfg: SaturationConfig) -> dict:
             "efficiency": {k: v / half_range for k, v in at.items()},
         }
     summary["runtime_s"] = round(time.perf_counter() - t0, 3)
-    summary["environment"] = environment()
+    summary.update(provenance())
     write_json(out / "summary.json", summary)
     if cfg.plot:
         plot(rows, list(fns), out / "saturation.png")

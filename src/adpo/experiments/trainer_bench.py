@@ -23,7 +23,9 @@ peak memory is its own:
 ``rounds`` repeats the whole sequence of trainers, in reverse order every other round, so
 a slow spell of the machine does not fall on one trainer; the medians pool all rounds.
 Ratios are against GRPO measured in the same run. Writes ``results.csv``,
-``summary.json`` (with the command, load average, threads) and ``trainer_bench.png``.
+``summary.json`` (with the command, load average and the environment: code version,
+TRL/transformers/accelerate versions, the workers' torch threads, device) and
+``trainer_bench.png``.
 
     adpo bench trainer --out results/trainer            # CPU: 256-token completions
     adpo bench trainer --device cuda --out results/trainer_cuda   # 1,024 tokens
@@ -46,11 +48,11 @@ from typing import Any, Literal
 import tyro
 
 from adpo._io import (
-    command_line,
+    HF_TRAINING,
     console,
-    environment,
     prepare_out,
     progress_bar,
+    provenance,
     write_csv,
     write_json,
 )
@@ -257,6 +259,7 @@ def measure(cfg: TrainerBenchConfig, loss: str) -> dict[str, Any]:
         "loss_side_ms": loss_side_ms(trainer, cfg.overhead_reps, cfg.device),
         "mean_completion_length": statistics.fmean(lengths) if lengths else float("nan"),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "threads": torch.get_num_threads(),  # the worker's own (the summary records these)
     }
 
 
@@ -357,12 +360,16 @@ def run(cfg: TrainerBenchConfig) -> dict[str, Any]:
         r["time_vs_grpo"] = r["total_s"] / base["total_s"]
         r["memory_vs_grpo"] = r["peak_memory_mb"] / base["peak_memory_mb"]
         r["loss_side_share"] = r["loss_side_ms"] / (1e3 * r["total_s"])
+    threads = {r["threads"] for rs in runs.values() for r in rs}  # the workers', not this process's
     summary = {
         "rows": rows,
         "steps": {loss: [r["steps"] for r in rs] for loss, rs in runs.items()},
         "config": asdict(cfg),
-        "command": command_line(),
-        "environment": environment(),
+        **provenance(
+            HF_TRAINING,
+            device=cfg.device,
+            threads=threads.pop() if len(threads) == 1 else None,
+        ),
         "load_average": os.getloadavg(),
         "wall_s": time.perf_counter() - t0,
     }
