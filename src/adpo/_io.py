@@ -63,6 +63,12 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
+def bench_command(name: str, argv: Iterable[str] | None) -> str:
+    """The command of ``adpo bench NAME`` given ``argv`` (a benchmark's ``main(argv)``), or
+    this process's command line when ``argv`` is None (called from the shell)."""
+    return command_line() if argv is None else shlex.join(["adpo", "bench", name, *argv])
+
+
 def code_version() -> dict[str, Any]:
     """adpo's version and, when it runs from a git checkout, the commit and whether it was dirty.
 

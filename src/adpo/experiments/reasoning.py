@@ -46,6 +46,7 @@ import tyro
 
 from adpo._io import (
     HF_TRAINING,
+    bench_command,
     console,
     prepare_out,
     progress_bar,
@@ -107,7 +108,9 @@ class ReasoningConfig:
             )
 
 
-def run(cfg: ReasoningConfig) -> dict[str, Any]:
+def run(cfg: ReasoningConfig, *, command: str | None = None) -> dict[str, Any]:
+    """Every objective × seed; writes the CSVs after every run. ``command``: the command line
+    recorded with the results (default: this process's)."""
     import torch
 
     from adpo.experiments.arithmetic_rl import reinforce, warm_start
@@ -199,7 +202,10 @@ def run(cfg: ReasoningConfig) -> dict[str, Any]:
                 )
     write_csv(out / "runs.csv", rows)
     write_csv(out / "curves.csv", curves)
-    prov = {**provenance(HF_TRAINING), "wall_time_s": time.perf_counter() - t_start}
+    prov = {
+        **provenance(HF_TRAINING, command=command),
+        "wall_time_s": time.perf_counter() - t_start,
+    }
     return _report(cfg, out, rows, curves, prov)
 
 
@@ -207,7 +213,7 @@ def run(cfg: ReasoningConfig) -> dict[str, Any]:
 RUN_FIELDS = ("wall_time_s", "wall_time_s_parts", "commands")
 
 
-def replot(cfg: ReasoningConfig) -> dict[str, Any]:
+def replot(cfg: ReasoningConfig, *, command: str | None = None) -> dict[str, Any]:
     """Summary, table and plots from the CSVs in ``cfg.out`` (no training); the recorded
     command, environment and wall time of the runs are kept (:func:`adpo._io.replot_provenance`)."""
     out = Path(cfg.out)
@@ -217,7 +223,7 @@ def replot(cfg: ReasoningConfig) -> dict[str, Any]:
     losses = tuple(dict.fromkeys(r["loss"] for r in rows))
     seeds = tuple(dict.fromkeys(r["seed"] for r in rows))
     cfg = replace(cfg, losses=losses, seeds=seeds)
-    prov = replot_provenance(read_json(out / "summary.json"), keep=RUN_FIELDS)
+    prov = replot_provenance(read_json(out / "summary.json"), keep=RUN_FIELDS, command=command)
     return _report(cfg, out, rows, curves, prov)
 
 
@@ -435,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="adpo bench reasoning",
         description=__doc__.split("\n\n")[0],
     )
-    replot(cfg) if cfg.replot else run(cfg)
+    command = bench_command("reasoning", argv)
+    replot(cfg, command=command) if cfg.replot else run(cfg, command=command)
     return 0
 
 

@@ -54,7 +54,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import shlex
 import shutil
 import tempfile
 import time
@@ -66,6 +65,7 @@ import tyro
 
 from adpo._io import (
     HF_TRAINING,
+    bench_command,
     console,
     prepare_out,
     provenance,
@@ -1202,7 +1202,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if cfg.quick:
         cfg = quick_config(cfg)
-    command = None if argv is None else shlex.join(["adpo", "bench", "reasoning-long", *argv])
+    command = bench_command("reasoning-long", argv)
     replot(cfg, command=command) if cfg.replot else run(cfg, command=command)
     return 0
 
