@@ -116,8 +116,25 @@ def library_versions(names: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def cpu_name() -> str:
+    """The CPU model and the instruction set torch's CPU kernels use, e.g. ``"AMD EPYC
+    (AVX2)"``: sampled runs that are bit-exact on one CPU can differ on another (a kernel
+    rounding differently flips a sample, and the runs diverge), so results record it."""
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model
+            )
+    except OSError:
+        pass
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def environment(libraries: Iterable[str] = ()) -> dict[str, Any]:
-    """Provenance of a result: code version, Python, torch, ``libraries``, machine, threads.
+    """Provenance of a result: code version, Python, torch, ``libraries``, machine, CPU, threads.
 
     Every benchmark summary records this under ``"environment"``, so a reader knows which
     code (adpo version, git commit, dirty tree) and which versions of the libraries the
@@ -132,6 +149,7 @@ def environment(libraries: Iterable[str] = ()) -> dict[str, Any]:
         "torch": torch.__version__,
         **library_versions(libraries),
         "machine": platform.machine(),
+        "cpu": cpu_name(),
         "threads": str(torch.get_num_threads()),
     }
 

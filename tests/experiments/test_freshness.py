@@ -4,8 +4,15 @@ Each test recomputes one small slice of a result committed under ``results/`` wi
 code and compares it with the committed numbers **bit for bit** (float equality of what the
 CSV/JSON holds; the committed runs used one torch thread, as this suite does, and CPU
 kernels are deterministic at one thread). When a change moves a committed number the test
-fails, naming the results folder and the command that re-makes it. Slow-marked; ``.ci/run``
-runs this file (about 4 minutes of CPU here).
+fails, naming the results folder and the command that re-makes it.
+
+Bit for bit holds on the CPU a run recorded (``environment["cpu"]``: model and the
+instruction set torch's kernels use). On another CPU a kernel may round differently, a
+sampled action or token flips, and a run diverges: the bandits results committed before
+this test existed came from another machine and differed here on 3 of 5 seeds by up to
+0.04 WinMass, with the code that made them as with today's; they were re-run here. The
+failure message says when the CPU differs from the recorded one. Slow-marked; ``.ci/run``
+runs this file.
 
 Sliced (the cheapest exact slice of each):
 
@@ -61,13 +68,27 @@ def committed(folder: str, name: str = "summary.json") -> dict[str, Any]:
 
 
 def stale(folder: str, what: str, command: str | None = None) -> str:
-    """The failure message: which results folder no longer reproduces, and how to re-make it."""
-    if command is None:
-        command = committed(folder).get("command")
+    """The failure message: which results folder no longer reproduces, how to re-make it, and
+    whether this machine's CPU is the one the run recorded (sampled runs are bit-exact on
+    one CPU and can diverge on another: a kernel rounding differently flips a sample)."""
+    from adpo._io import cpu_name
+
+    path = RESULTS / folder / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    command = command or summary.get("command")
+    recorded = (summary.get("environment") or {}).get("cpu")
+    here = cpu_name()
+    cpu = (
+        f"The run recorded no CPU; this machine's is {here}."
+        if recorded is None
+        else f"Same CPU as the run's ({here})."
+        if recorded == here
+        else f"The run's CPU was {recorded}, this machine's is {here}: the CPU may be the cause."
+    )
     return (
         f"results/{folder} is stale at HEAD ({what}): today's code no longer reproduces the "
-        f"committed numbers. Re-run `{command}` and commit the new results (and re-read the "
-        "docs page that quotes them), or find what changed."
+        f"committed numbers. {cpu} Re-run `{command}` and commit the new results (and re-read "
+        "the docs page that quotes them), or find what changed."
     )
 
 
