@@ -232,3 +232,59 @@ def test_the_vocabulary_is_defined_once_on_the_index():
     for word in VERDICTS:
         assert f"| **{word}** |" in text
     assert "say what would decide it" in text or "says what would decide it" in text
+
+
+# --------------------------------------------------------------------------- recorded commands
+
+CONFIGS = {  # the command word → (module, its config dataclass: what `main` hands to tyro)
+    "bandits": ("adpo.experiments.bandits", "BanditsConfig"),
+    "listwise": ("adpo.experiments.offline_listwise", "OfflineListwiseConfig"),
+    "saturation": ("adpo.experiments.saturation", "SaturationConfig"),
+    "efficiency": ("adpo.experiments.efficiency", "EfficiencyConfig"),
+    "reasoning": ("adpo.experiments.reasoning", "ReasoningConfig"),
+    "reasoning-long": ("adpo.experiments.reasoning_long", "ReasoningLongConfig"),
+    "trainer": ("adpo.experiments.trainer_bench", "TrainerBenchConfig"),
+    "distill": ("adpo.experiments.distill", "DistillConfig"),
+    "distill-teacher": ("adpo.experiments.distill_teacher", "TeacherConfig"),
+    "demo": ("adpo.experiments.demo", "DemoConfig"),
+}
+
+
+def _recorded_commands() -> list[tuple[str, str]]:
+    out = []
+    for path in sorted(RESULTS.rglob("*.json")):
+        s = json.loads(path.read_text())
+        if not isinstance(s, dict):
+            continue
+        cmds = [s.get("command"), s.get("replot_command"), *(s.get("commands") or [])]
+        out += [(str(path.relative_to(ROOT)), c) for c in cmds if isinstance(c, str)]
+    return out
+
+
+@pytest.mark.parametrize(("where", "command"), _recorded_commands())
+def test_every_recorded_command_is_one_the_cli_accepts(where, command, monkeypatch):
+    """A committed result's command re-makes it: the current CLI parses it (a CUDA command
+    is parsed as on a machine with CUDA)."""
+    import importlib
+    import shlex
+
+    import torch
+    import tyro
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    words = shlex.split(command)
+    assert words[0] == "adpo", f"{where}: {command!r} is not an `adpo` command"
+    if words[1] == "bench":
+        name, args = words[2], words[3:]
+        from adpo.cli import BENCHMARKS
+
+        assert name in BENCHMARKS, f"{where}: `adpo bench {name}` is no benchmark now ({command!r})"
+    else:
+        name, args = words[1], words[2:]
+    module, cls = CONFIGS[name]
+    config = getattr(importlib.import_module(module), cls)
+    try:
+        tyro.cli(config, args=args)
+    except SystemExit:  # tyro's answer to an unknown or malformed flag, or a refused value
+        pytest.fail(f"{where}: the CLI rejects the recorded command {command!r}")
