@@ -288,3 +288,69 @@ def test_every_recorded_command_is_one_the_cli_accepts(where, command, monkeypat
         tyro.cli(config, args=args)
     except SystemExit:  # tyro's answer to an unknown or malformed flag, or a refused value
         pytest.fail(f"{where}: the CLI rejects the recorded command {command!r}")
+
+
+# --------------------------------------------------------------------------- bandits tables
+
+BANDIT_COLUMNS = ("softmax fix", "softmax dyn", "PL fix", "PL dyn", "raw fix", "raw dyn",
+                  "DPO-hard", "DPO-soft", "PPO", "TRPO", "GRPO", "OPO fix", "OPO dyn")  # fmt: skip
+
+
+def bandits_tables(s: dict[str, Any]) -> list[str]:
+    """The bandits page's three tables (WinMass per scenario, anchors, capacity) from its
+    ``summary.json``; ``python tests/test_results_text.py bandits`` prints them."""
+    meths = s["methods"]
+    head = "| scenario | " + " | ".join(BANDIT_COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(meths) + 1)]
+    for sc in s["scenarios"]:
+        cells = []
+        for m in meths:
+            v = f"{s['winmass'][sc][m]['mean']:.2f}"
+            best, tied = s["best"][sc] == m, m in s["tied_with_best"][sc]
+            cells.append(f"**{v}**" if best else f"*{v}*" if tied else v)
+        lines.append(f"| {sc} | " + " | ".join(cells) + " |")
+    lines.append("| mean | " + " | ".join(f"{s['mean_winmass'][m]:.3f}" for m in meths) + " |")
+    lines.append(
+        "| best / tied with best | "
+        + " | ".join(f"{s['wins'][m]} / {s['top_group_count'][m]}" for m in meths)
+        + " |"
+    )
+    winmass = "\n".join(lines)
+    lines = [
+        "| family | fixed → dynamic (final) | fixed → dynamic (online) | scenarios where dynamic wins |",
+        "|---|---|---|---|",
+    ]
+    for fam, v in s["anchors"].items():
+        on = s["anchors_online"][fam]
+        wins = sum(g > 0 for g in s["anchors_gain_pct_by_scenario"][fam].values())
+        lines.append(
+            f"| {fam} | {v['fixed']:.3f} → {v['dynamic']:.3f} ({v['gain_pct']:+.0f} %) | "
+            f"{on['fixed']:.3f} → {on['dynamic']:.3f} ({on['gain_pct']:+.0f} %) | "
+            f"{wins} / {len(s['scenarios'])} |"
+        )
+    anchors = "\n".join(lines)
+    lines = ["| hidden | " + " | ".join(BANDIT_COLUMNS) + " | reference |",
+             "|" + "---|" * (len(meths) + 2)]  # fmt: skip
+    for h in sorted(s["scaling"], key=int):
+        cells = [f"{s['scaling'][h][m]:.2f}" for m in meths] + [f"{s['scaling_reference'][h]:.2f}"]
+        lines.append(f"| {h} | " + " | ".join(cells) + " |")
+    return [winmass, anchors, "\n".join(lines)]
+
+
+def test_bandits_page():
+    s = summary("bandits")
+    raw = (ROOT / "docs" / "reproducing" / "bandits.md").read_text()
+    for table in bandits_tables(s):
+        assert table in raw, f"docs/reproducing/bandits.md: a table differs from\n{table}"
+    gains = [v["gain_pct"] for v in s["anchors"].values()]
+    quick = [v["gain_pct"] for v in summary("bandits_quick")["anchors"].values()]
+    for name in ("bandits", "index", "README"):
+        quoted(name, f"+{min(gains):.0f} % to +{max(gains):.0f} %")
+    quoted("bandits", f"+{min(quick):.0f} % to +{max(quick):.0f} %")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["bandits"]:
+        print("\n\n".join(bandits_tables(summary("bandits"))))
