@@ -72,10 +72,12 @@ def test_replot_provenance_keeps_the_runs_and_records_its_own_apart():
         "environment": {"threads": "1", "trl": "1.16.0"},
         "wall_time_s": 5.0,
         "per_loss": {"stale": "derived fields are rebuilt, not kept"},
+        "provenance_recovered": {"results_committed_in": "abc"},
     }
     out = replot_provenance(run, keep=("wall_time_s", "load_average"), command="adpo … --replot")
     assert out["command"] == run["command"] and out["environment"] == run["environment"]
     assert out["wall_time_s"] == 5.0 and "load_average" not in out and "per_loss" not in out
+    assert out["provenance_recovered"] == run["provenance_recovered"]
     assert out["replot_command"] == "adpo … --replot" and out["replot_code"]["adpo"] == __version__
     unknown = replot_provenance(None)  # no summary: the run's provenance is not invented
     assert unknown["command"] is None and unknown["environment"] is None

@@ -210,13 +210,15 @@ def replot_provenance(
     A replot rebuilds tables and plots from a run's CSVs without training, so the command,
     the environment (code version, libraries, threads, device) and the run-time fields in
     ``keep`` (wall time, load averages, …) are copied from the summary it replaces
-    (``previous``); what is new is ``replot_command`` and ``replot_code``
+    (``previous``), and so is ``provenance_recovered`` where an old summary has one (what
+    was added after the fact, from git history); what is new is ``replot_command`` and
+    ``replot_code``
     (:func:`code_version` of the code that rebuilt the tables). Without a previous summary
     the run's provenance is unknown and recorded as None, not invented.
     """
     prev = dict(previous or {})
     out: dict[str, Any] = {k: prev.get(k) for k in PROVENANCE}
-    out.update({k: prev[k] for k in keep if k in prev})
+    out.update({k: prev[k] for k in ("provenance_recovered", *keep) if k in prev})
     out["replot_command"] = command or command_line()
     out["replot_code"] = code_version()
     return out
