@@ -8,11 +8,16 @@ fails, naming the results folder and the command that re-makes it.
 
 Bit for bit holds on the CPU a run recorded (``environment["cpu"]``: model and the
 instruction set torch's kernels use). On another CPU a kernel may round differently, a
-sampled action or token flips, and a run diverges: the bandits results committed before
-this test existed came from another machine and differed here on 3 of 5 seeds by up to
-0.04 WinMass, with the code that made them as with today's; they were re-run here. The
-failure message says when the CPU differs from the recorded one. Slow-marked; ``.ci/run``
-runs this file.
+sampled action or token flips, and a run diverges. So:
+
+* a result that recorded its CPU is compared only on that CPU (elsewhere the test skips,
+  naming both: a comparison across CPUs says nothing about the code);
+* results committed before the CPU was recorded are compared everywhere, except where we
+  measured that they do not reproduce even with the commit that made them
+  (:data:`ENVIRONMENT_BOUND`): there the test is an expected failure, strict, so that a
+  re-run which makes it pass is noticed (then drop the entry).
+
+Slow-marked; ``.ci/run`` runs this file.
 
 Sliced (the cheapest exact slice of each):
 
@@ -65,6 +70,50 @@ RESULTS = Path(__file__).resolve().parents[2] / "results"
 
 def committed(folder: str, name: str = "summary.json") -> dict[str, Any]:
     return json.loads((RESULTS / folder / name).read_text())
+
+
+#: results committed without a recorded CPU that do not reproduce on a CPU, even with the
+#: commit that made them (measured): folder -> (that CPU, the evidence)
+ENVIRONMENT_BOUND: dict[str, tuple[str, str]] = {
+    "reasoning": (
+        "AMD EPYC (AVX2)",
+        "seed 0's warm start reaches 0.420 held-out accuracy here, 0.517 in the committed "
+        "run, with the commit that made the results (a621bf2) as with today's code",
+    ),
+    **{
+        folder: (
+            "AMD EPYC (AVX2)",
+            "seed 0's warm start reaches 0.685 / 0.070 on tiers 3 / 4 here, 0.660 / 0.050 in "
+            "the committed run, with the commit that made the results (7446c59) as with "
+            "today's code",
+        )
+        for folder in (
+            "reasoning_long",
+            "reasoning_long_shared_lr",
+            "reasoning_long_shared_lr_5e-4",
+        )
+    },
+}
+
+
+def on_this_cpu(request: pytest.FixtureRequest, folder: str, name: str = "summary.json") -> None:
+    """Skip where the committed run recorded another CPU; expect the failure (strictly)
+    where :data:`ENVIRONMENT_BOUND` says the result does not reproduce on this one."""
+    from adpo._io import cpu_name
+
+    here = cpu_name()
+    recorded = (committed(folder, name).get("environment") or {}).get("cpu")
+    if recorded is not None and recorded != here:
+        pytest.skip(f"results/{folder} was made on {recorded}; this machine is {here}")
+    bound = ENVIRONMENT_BOUND.get(folder)
+    if bound is not None and bound[0] == here:
+        request.node.add_marker(
+            pytest.mark.xfail(
+                strict=True,
+                reason=f"results/{folder} does not reproduce on {here}: {bound[1]}. Re-run it "
+                "on this kind of machine to bring it under this test (and drop its entry).",
+            )
+        )
 
 
 def stale(folder: str, what: str, command: str | None = None) -> str:
@@ -122,9 +171,10 @@ def early_stop(steps: int) -> Any:
 # --------------------------------------------------------------------------- saturation
 
 
-def test_saturation_rows_reproduce():
+def test_saturation_rows_reproduce(request):
     from adpo.experiments.saturation import SaturationConfig, grad_at, methods
 
+    on_this_cpu(request, "saturation")
     s = committed("saturation")
     fns = methods(init_fields(SaturationConfig, s["config"]))
     rows = read_csv(RESULTS / "saturation" / "saturation.csv")[::37]
@@ -136,9 +186,10 @@ def test_saturation_rows_reproduce():
 # --------------------------------------------------------------------------- bandits
 
 
-def test_bandits_one_scenario_and_method_reproduce():
+def test_bandits_one_scenario_and_method_reproduce(request):
     from adpo.experiments.bandits import BanditsConfig, _Sweep
 
+    on_this_cpu(request, "bandits")
     s = committed("bandits")
     cfg = init_fields(BanditsConfig, s["config"], progress=False, plot=False)
     scenario, method = "adv_flip-high", "ADPO-PL/dynamic"
@@ -155,7 +206,8 @@ def test_bandits_one_scenario_and_method_reproduce():
 # --------------------------------------------------------------------------- offline listwise
 
 
-def test_offline_listwise_one_run_reproduces(tmp_path):
+def test_offline_listwise_one_run_reproduces(tmp_path, request):
+    on_this_cpu(request, "offline_listwise")
     from adpo.experiments.offline_listwise import METRICS
     from adpo.experiments.train_offline import TrainOfflineArgs
     from adpo.experiments.train_offline import run as train_offline
@@ -186,9 +238,10 @@ def _arithmetic_slice(task: Any, loss: str, steps: int) -> tuple[float, dict[str
     return acc, {k: v[:steps] for k, v in res["per_step"].items()}
 
 
-def test_reasoning_seed0_warm_start_and_first_steps_reproduce():
+def test_reasoning_seed0_warm_start_and_first_steps_reproduce(request):
     from adpo.experiments.arithmetic_rl import ArithmeticRLConfig
 
+    on_this_cpu(request, "reasoning")
     s = committed("reasoning")
     task = init_fields(ArithmeticRLConfig, s["config"]["task"], seed=0, out=None)
     acc, logs = _arithmetic_slice(task, "adpo-pl", 4)
@@ -204,9 +257,10 @@ def test_reasoning_seed0_warm_start_and_first_steps_reproduce():
         same(logs[key], [r.get(key, math.nan) for r in curve], "reasoning", f"adpo-pl seed 0 {key}")
 
 
-def test_demo_warm_start_and_first_steps_reproduce():
+def test_demo_warm_start_and_first_steps_reproduce(request):
     from adpo.experiments.arithmetic_rl import ArithmeticRLConfig
 
+    on_this_cpu(request, "demo", "details.json")
     details = committed("demo", "details.json")
     task = init_fields(ArithmeticRLConfig, details["config"], out=None, progress=False, plot=False)
     acc, logs = _arithmetic_slice(task, task.loss, 4)
@@ -240,9 +294,10 @@ def long_seed0():
 
 
 @pytest.mark.parametrize("folder", LONG)
-def test_reasoning_long_warm_start_and_first_steps_reproduce(long_seed0, folder):
+def test_reasoning_long_warm_start_and_first_steps_reproduce(long_seed0, folder, request):
     from adpo.experiments.reasoning_long import train_one
 
+    on_this_cpu(request, folder)
     cfg, data = long_seed0
     runs = [r for r in read_csv(RESULTS / folder / "runs.csv") if r["phase"] == "main"]
     want = next(
@@ -266,8 +321,9 @@ def test_reasoning_long_warm_start_and_first_steps_reproduce(long_seed0, folder)
 # --------------------------------------------------------------------------- distillation
 
 
-def test_distill_hopper_teacher_data_and_first_updates_reproduce():
+def test_distill_hopper_teacher_data_and_first_updates_reproduce(request):
     pytest.importorskip("mujoco")
+    on_this_cpu(request, "distill/Hopper-v5")
     import numpy as np
 
     from adpo import metrics
@@ -314,6 +370,7 @@ def test_distill_hopper_teacher_data_and_first_updates_reproduce():
 
 
 def test_efficiency_memory_column_reproduces():
+    # bytes saved for backward do not depend on the CPU: compared everywhere
     from adpo.experiments.efficiency import EfficiencyConfig, logprob_functions, saved_bytes
 
     s = committed("efficiency", "efficiency.json")
