@@ -211,10 +211,9 @@ def replot_provenance(
     the environment (code version, libraries, threads, device) and the run-time fields in
     ``keep`` (wall time, load averages, …) are copied from the summary it replaces
     (``previous``), and so is ``provenance_recovered`` where an old summary has one (what
-    was added after the fact, from git history); what is new is ``replot_command`` and
-    ``replot_code``
-    (:func:`code_version` of the code that rebuilt the tables). Without a previous summary
-    the run's provenance is unknown and recorded as None, not invented.
+    was added after the fact, from git history). What is new is ``replot_command`` and
+    ``replot_code`` (:func:`code_version` of the code that rebuilt the tables). Without a
+    previous summary the run's provenance is unknown and recorded as None, not invented.
     """
     prev = dict(previous or {})
     out: dict[str, Any] = {k: prev.get(k) for k in PROVENANCE}

@@ -155,12 +155,13 @@ def p_grid(points: int) -> list[float]:
     return sorted(set(lin + tail + list(REPORT_P)))
 
 
-def fixed_point(loss_fn: Callable[[Tensor], Tensor], grid: list[float]) -> float | None:
-    """The confidence ``p`` in ``grid``'s range where ``∂L/∂z`` turns from negative (toward
-    ``y+``) to positive (back toward lower ``p``), by bisection to float64 precision; None
-    where it never does."""
-    signs = [(p, grad_at(loss_fn, p)[1]) for p in grid]
-    for (a, ga), (b, gb) in itertools.pairwise(signs):
+def fixed_point(
+    loss_fn: Callable[[Tensor], Tensor], curve: list[tuple[float, float]]
+) -> float | None:
+    """The confidence ``p`` where ``∂L/∂z`` turns from negative (toward ``y+``) to positive
+    (back toward lower ``p``): the first sign change along ``curve`` (``(p, ∂L/∂z)`` sorted
+    by ``p``), refined by bisection to float64 precision; None where it never changes."""
+    for (a, ga), (b, gb) in itertools.pairwise(curve):
         if ga < 0 < gb:
             for _ in range(60):
                 m = 0.5 * (a + b)
@@ -204,7 +205,9 @@ def run(cfg: SaturationConfig) -> dict:
             "grad_abs": at,
             "grad": signed,  # < 0: toward y+; > 0: back toward lower confidence
             "efficiency": {k: v / half_range for k, v in at.items()},
-            "fixed_point": fixed_point(fn, grid),
+            "fixed_point": fixed_point(
+                fn, [(r["p"], r["grad"]) for r in rows if r["method"] == name]
+            ),
         }
     summary["runtime_s"] = round(time.perf_counter() - t0, 3)
     summary.update(provenance())
