@@ -349,6 +349,41 @@ def test_bandits_page():
     quoted("bandits", f"+{min(quick):.0f} % to +{max(quick):.0f} %")
 
 
+# --------------------------------------------------------------------------- offline listwise
+
+
+def test_offline_listwise_page():
+    s = summary("offline_listwise")["variants"]
+    rows = runs("offline_listwise")
+    assert all(r["top1_accuracy_after"] > r["top1_accuracy_before"] for r in rows)  # every seed
+    after = [m["top1_accuracy_after"]["mean"] for m in s.values()]
+    ndcg = [m["ndcg_after"]["mean"] for m in s.values()]
+    per = {}  # the policy's own log-prob top-1, after minus before on the same seed
+    for v in s:
+        mine = [r for r in rows if r["variant"] == v]
+        pairs = [
+            {"when": "after", "seed": r["seed"], "x": r["logp_top1_accuracy_after"]} for r in mine
+        ]
+        pairs += [
+            {"when": "before", "seed": r["seed"], "x": r["logp_top1_accuracy_before"]} for r in mine
+        ]
+        per[v] = paired_differences(pairs, ("x",), base="before", by="when", pair="seed")["after"][
+            "x"
+        ]
+    assert all(v["mean"] - v["ci95"] < 0 < v["mean"] + v["ci95"] for v in per.values())
+    means = [v["mean"] for v in per.values()]
+    moved = f"{num(min(means), 3, True)} to {num(max(means), 3, True)}"
+    for name in ("offline-listwise", "index", "README"):
+        quoted(name, f"0.31 → {span(after, 2)}", moved)
+    quoted("offline-listwise", f"NDCG from 0.77 to {span(ndcg, 2)}",
+           f"softmax {interval(per['softmax / fixed'])}", f"{interval(per['softmax / ema'])} with the EMA",
+           f"{interval(per['softmax / dynamic'])} with the dynamic")  # fmt: skip
+    for v, m in s.items():
+        before, after_ = (f"{m[k]['mean']:.3f} ± {m[k]['std']:.3f}" for k in
+                          ("top1_accuracy_before", "top1_accuracy_after"))  # fmt: skip
+        quoted("offline-listwise", f"| {v} | {before} | **{after_}** |")
+
+
 if __name__ == "__main__":
     import sys
 
