@@ -103,8 +103,8 @@ __all__ = [
 Experiment = Literal["long", "ood"]
 
 #: The benchmark's arms: name -> (objective of :data:`adpo.trainers.presets.LOSSES`,
-#: overrides of that objective's config). Every objective at its paper settings; an arm is
-#: one more line, e.g. ``"adpo-pl-guarded": ("adpo-pl", {"tau_schedule": "guarded"})``.
+#: overrides of that objective's config). An arm is one more entry of this literal, e.g.
+#: ``"adpo-pl-guarded": ("adpo-pl", {"tau_schedule": "guarded"})``.
 ARMS: dict[str, tuple[Loss, dict[str, Any]]] = {
     **{loss: (loss, {}) for loss in LOSSES},  # every objective at its paper settings
 }
