@@ -148,6 +148,44 @@ def test_distill_page():
         quoted(name, f"KD reaches {cheetah['KD']['return_ratio']:.2f} of the teacher")
 
 
+# --------------------------------------------------------------------------- reasoning
+
+
+def test_reasoning_page():
+    rows = runs("reasoning")
+    d = paired_differences(rows, ("accuracy_final", "reward_peak", "reward_final"), base="grpo",
+                           by="loss", pair="seed")  # fmt: skip
+    per = summary("reasoning")["per_loss"]
+    below = [x for x in ("adpo-pl", "adpo", "opo", "gspo") if d[x]["reward_final"]["n_below"] == 5]
+    assert below == ["adpo-pl", "adpo", "opo", "gspo"]
+    assert all(d[x]["reward_final"]["mean"] + d[x]["reward_final"]["ci95"] < 0 for x in below)
+    quoted("reasoning",
+           f"ADPO-PL {interval(d['adpo-pl']['reward_final'])}, ADPO {interval(d['adpo']['reward_final'])}, "
+           f"OPO {interval(d['opo']['reward_final'])}, GSPO {interval(d['gspo']['reward_final'])}",
+           f"ADPO's peak reward too ({interval(d['adpo']['reward_peak'])}, 5 of 5)",
+           f"and GSPO's ({interval(d['gspo']['reward_peak'])})",
+           f"DAPO is level with GRPO ({interval(d['dapo']['reward_final'])})",
+           f"paired {num(d['adpo-pl']['reward_peak']['mean'], 3, True)}, 95 % interval "
+           f"{bounds(d['adpo-pl']['reward_peak'])}",
+           f"({interval(d['adpo-pl']['accuracy_final'])})",
+           f"(+0.007 {bounds(d['adpo']['accuracy_final'])})",
+           f"({per['adpo-pl']['reward_peak']['mean']:.3f} vs {per['grpo']['reward_peak']['mean']:.3f} mean;",
+           f"GRPO ends at {per['grpo']['reward_final']['mean']:.3f}")  # fmt: skip
+    late = {x: per[x]["grad_norm_late_over_early"] for x in ("opo", "grpo")}
+    quoted("reasoning", f"OPO keeps {late['opo']['mean']:.2f} ± {late['opo']['std']:.2f} and GRPO "
+           f"{late['grpo']['mean']:.2f} ± {late['grpo']['std']:.2f}",
+           f"({per['opo']['grad_norm_late']['mean']:.2f} vs {per['grpo']['grad_norm_late']['mean']:.2f})")  # fmt: skip
+    gains = [r["accuracy_final"] - r["accuracy_before"] for r in rows]
+    assert min(gains) > 0  # every objective, every seed
+    quoted(
+        "reasoning",
+        f"by {round(100 * min(gains))} to {round(100 * max(gains))} points in 500 steps",
+    )
+    seed3 = {r["loss"]: r["grad_norm_late_over_early"] for r in rows if r["seed"] == 3}
+    quoted("reasoning", f"OPO's (to {seed3['opo']:.2f} of its early value) more than GRPO's "
+           f"({seed3['grpo']:.2f}), GSPO's ({seed3['gspo']:.2f}) and DAPO's ({seed3['dapo']:.2f})")  # fmt: skip
+
+
 # --------------------------------------------------------------------------- long reasoning
 
 
@@ -347,6 +385,20 @@ def test_bandits_page():
     for name in ("bandits", "index", "README"):
         quoted(name, f"+{min(gains):.0f} % to +{max(gains):.0f} %")
     quoted("bandits", f"+{min(quick):.0f} % to +{max(quick):.0f} %")
+    quoted("bandits", f"best in {s['wins']['TRPO']}/12", f"(best or tied in {s['top_group_count']['OPO/dynamic']}/12)",
+           f"then GRPO ({s['top_group_count']['GRPO']}/12)")  # fmt: skip
+    # the run-length check: fixed anchors plateau, the dynamic one keeps going
+    hn = "heavy_noise-medium"
+    longer = summary("bandits_rounds200")["winmass"][hn]
+    wm = s["winmass"][hn]
+    assert longer["ADPO-softmax/dynamic"]["mean"] > wm["ADPO-softmax/dynamic"]["mean"]
+    quoted("bandits", f"leaves fixed ADPO-softmax at {longer['ADPO-softmax/fixed']['mean']:.2f} and fixed OPO at "
+           f"{longer['OPO/fixed']['mean']:.2f} on heavy_noise-medium, and lifts dynamic ADPO-softmax from "
+           f"{wm['ADPO-softmax/dynamic']['mean']:.2f} to {longer['ADPO-softmax/dynamic']['mean']:.2f}")  # fmt: skip
+    t = s["timing"]
+    quoted("bandits", f"**{t['wall_s']:,.0f} s wall, {t['cpu_s']:.0f} s CPU**")
+    shifts = [g["dist_shift-high"] for g in s["anchors_gain_pct_by_scenario"].values()]
+    quoted("bandits", f"(dynamic −{-max(shifts):.0f} % to −{-min(shifts):.0f} %)")
 
 
 # --------------------------------------------------------------------------- offline listwise
