@@ -62,6 +62,7 @@ def test_rounds_alternate_the_order_and_pool_every_rounds_steps(monkeypatch, tmp
             "loss_side_ms": 2.0 * k,
             "mean_completion_length": 16.0,
             "parameters": 1,
+            "threads": 1,
         }
 
     monkeypatch.setattr(tb, "_worker", fake_worker)
@@ -74,6 +75,7 @@ def test_rounds_alternate_the_order_and_pool_every_rounds_steps(monkeypatch, tmp
     assert opo["peak_memory_mb"] == 300.0 and opo["loss_side_ms"] == 4.0
     assert opo["time_vs_grpo"] == pytest.approx(1.1)
     assert len(summary["steps"]["opo"]) == 3
+    assert summary["environment"]["threads"] == "1"  # the workers' threads
 
 
 def test_loss_side_time_counts_the_loss_and_not_the_model(tmp_path):
