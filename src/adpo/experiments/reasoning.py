@@ -399,12 +399,8 @@ def _plots(cfg: ReasoningConfig, curves: list[dict[str, Any]], out: Path) -> Non
                 continue
             steps, mu, sd = seed_band(per_seed, smooth)
             ax.plot(steps, mu, label=loss, color=f"C{i}", lw=2 if loss.startswith("adpo") else 1.4)
-            if log:  # the band in log space: mean ± std can cross 0
-                ax.fill_between(
-                    steps, np.maximum(mu - sd, mu / 10), mu + sd, color=f"C{i}", alpha=0.12
-                )
-            else:
-                ax.fill_between(steps, mu - sd, mu + sd, color=f"C{i}", alpha=0.12)
+            lo = np.maximum(mu - sd, mu / 10) if log else mu - sd  # log: a band above 0
+            ax.fill_between(steps, lo, mu + sd, color=f"C{i}", alpha=0.12)
         ax.set_xlabel("RL optimizer step")
         ax.set_ylabel(ylabel + (" (log)" if log else ""))
         if log:
