@@ -171,6 +171,9 @@ def test_reasoning_page():
            f"(+0.007 {bounds(d['adpo']['accuracy_final'])})",
            f"({per['adpo-pl']['reward_peak']['mean']:.3f} vs {per['grpo']['reward_peak']['mean']:.3f} mean;",
            f"GRPO ends at {per['grpo']['reward_final']['mean']:.3f}")  # fmt: skip
+    worst = max(abs(v["accuracy_final"]["mean"]) for v in d.values())
+    for name in ("reasoning", "index", "README"):
+        quoted(name, f"within {100 * worst:.1f} points of GRPO's")
     late = {x: per[x]["grad_norm_late_over_early"] for x in ("opo", "grpo")}
     quoted("reasoning", f"OPO keeps {late['opo']['mean']:.2f} ± {late['opo']['std']:.2f} and GRPO "
            f"{late['grpo']['mean']:.2f} ± {late['grpo']['std']:.2f}",
