@@ -1,89 +1,79 @@
 """Temperature schedules of ADPO and the confidence they read.
 
 Small objects driven by numbers the trainer already has; they hold no model and compute
-no loss. Shapes: ``B`` prompts, ``G`` candidates per prompt, ``T`` tokens.
+no loss. Shapes: ``B`` prompts, ``T`` tokens.
 
-* :func:`candidate_entropy` — the normalised entropy ``H̄`` of the *policy* over a group's
-  candidates, the confidence both schedules read.
+* :func:`policy_entropy_norm` — the normalised entropy ``H̄ ∈ [0, 1]`` of the policy that
+  both schedules read: its mean token entropy relative to its first reading.
 * :class:`GuardedTemperature` — one τ per update (ADPO paper §5.1, eq. 12).
-* :class:`EntropyRewardTemperature` — one τ per prompt (the authors' earlier trainer).
+* :class:`EntropyRewardTemperature` — one τ per prompt (the authors' earlier trainer, the
+  ADPO paper's LLM runs, §6.3).
+
+How ``H̄`` is read, and why. §5.1 calls it "the normalized entropy of the policy over the
+candidate set" and asks it to read ≈ 1 for a policy that has not sharpened and ≈ 0 for
+one that "has converged to a mode". We read it as the policy's **mean token entropy on its
+own samples, divided by its first reading** (the policy before any update)::
+
+    H̄_t = clip(H_t / H_0, 0, 1),   H_t = Σ_{rows, tokens} entropy / Σ mask
+
+(the per-token entropies TRL computes in every forward pass anyway, of the distribution
+generation samples from). It reads 1 at the start and for a policy that never changes,
+falls toward 0 as the policy sharpens and sits near 0 once it has collapsed, and it is a
+per-token mean, so 3-token and 500-token completions read alike. The alternatives we
+tried and dropped, with what they read on a tiny model (``docs/guides/targets-anchors-
+temperatures.md`` has the numbers):
+
+* a softmax over the ``G`` candidates' token-*mean* log-probs: those all approach 0 as
+  the policy sharpens, so ``H̄ ≈ 1`` for every policy (τ moved 1.5 → 1.27 at best);
+* the same over *summed* log-probs: long completions differ by many nats whatever the
+  policy, so ``H̄ ≈ 0`` for any policy (the guard follows reward alone);
+* both invert at collapse: the ``G`` candidates become identical, the softmax over them
+  uniform, ``H̄ = 1``, and τ returns to τ_max exactly when the policy is most confident;
+* entropy divided by ``log V``: a pretrained model's token entropy is a small fraction of
+  ``log V``, so it reads "confident" before any training.
+
+The mean token negative log-likelihood of the sampled tokens estimates the same ``H_t``
+(its expectation under the sampling policy) with more noise; the exact per-position
+entropy is free where the trainer has logits, so we use it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
-import torch
 from torch import Tensor
 
 __all__ = [
     "EntropyRewardTemperature",
     "GuardedTemperature",
-    "candidate_entropy",
+    "policy_entropy_norm",
 ]
 
 
-def candidate_entropy(
-    logps: Tensor,
-    mask: Tensor | None = None,
-    valid: Tensor | None = None,
-    *,
-    length_norm: Literal["mean", "sum"] = "mean",
-) -> Tensor:
-    """Normalised entropy ``H̄ ∈ [0, 1]`` of the policy over each group's candidates.
-
-    The policy's distribution over the ``G`` candidates of a prompt is
-    ``softmax_i(s_i)`` with ``s_i`` the candidate's log-prob: its token mean
-    (``length_norm="mean"``, default) or its sum (``"sum"``, the sequence probability).
-    Sums make long candidates look improbable whatever the policy's confidence, so a group
-    of completions of different lengths reads as "confident" in whichever is shortest;
-    token means compare per-token confidence and are what we default to. Divided by
-    ``log(#valid)``; a group with fewer than two valid candidates reads 0 (nothing to be
-    unsure about).
+def policy_entropy_norm(entropy: Tensor | float, reference: float) -> Tensor | float:
+    """``H̄ = clip(entropy / reference, 0, 1)``: the policy's entropy relative to a first reading.
 
     Args:
-        logps: ``[B, G]`` sequence log-probs, or ``[B, G, T]`` token log-probs with ``mask``.
-        mask: ``[B, G, T]``, True for completion tokens (token-level input only).
-        valid: ``[B, G]``, True for real candidates (default: all).
-        length_norm: ``"mean"`` or ``"sum"`` of the token log-probs (token-level input).
+        entropy: mean token entropy of the policy on its samples, a float or a ``[B]``
+            tensor (one per group, for the per-prompt schedule).
+        reference: the same quantity for the initial policy (its first reading), ``≥ 0``.
+            A reference of 0 (an initial policy that is already deterministic) reads 0.
 
     Returns:
-        ``[B]`` detached, float32 or wider.
+        ``H̄`` in [0, 1], of the type of ``entropy`` (detached).
     """
-    if length_norm not in ("mean", "sum"):
+    if not (math.isfinite(reference) and reference >= 0):
         raise ValueError(
-            f"candidate_entropy: `length_norm` must be 'mean' or 'sum', got {length_norm!r}"
+            f"policy_entropy_norm: `reference` must be finite and >= 0, got {reference!r}"
         )
-    x = logps.detach()
-    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    if x.dim() == 3:
-        if mask is None or mask.shape != x.shape:
-            raise ValueError(
-                "candidate_entropy: token-level `logps` [B, G, T] need a `mask` of the same "
-                f"shape, got {None if mask is None else tuple(mask.shape)} for {tuple(x.shape)}"
-            )
-        m = mask.to(x.dtype)
-        s = (x * m).sum(-1)  # (B, G)
-        if length_norm == "mean":
-            s = s / m.sum(-1).clamp_min(1.0)
-    elif x.dim() == 2:
-        s = x
-    else:
-        raise ValueError(
-            f"candidate_entropy: `logps` must be [B, G] or [B, G, T], got {tuple(x.shape)}"
-        )
-    v = torch.ones_like(s, dtype=torch.bool) if valid is None else valid.bool()
-    if v.shape != s.shape:
-        raise ValueError(
-            f"candidate_entropy: `valid` must be {tuple(s.shape)}, got {tuple(v.shape)}"
-        )
-    logp = torch.log_softmax(s.masked_fill(~v, float("-inf")), dim=-1)  # (B, G)
-    p = logp.exp()
-    h = -(p * logp.masked_fill(~v, 0.0)).sum(-1)  # (B,)
-    n = v.sum(-1)
-    return torch.where(n > 1, h / n.clamp_min(2).to(h.dtype).log(), torch.zeros_like(h)).clamp(0, 1)
+    if isinstance(entropy, Tensor):
+        if reference == 0:
+            return entropy.detach().float() * 0.0
+        return (entropy.detach().float() / reference).clamp(0.0, 1.0)
+    if not math.isfinite(entropy):
+        raise ValueError(f"policy_entropy_norm: `entropy` must be finite, got {entropy!r}")
+    return 0.0 if reference == 0 else min(max(entropy / reference, 0.0), 1.0)
 
 
 @dataclass
@@ -109,11 +99,16 @@ class GuardedTemperature:
     * ``b_t`` is the EMA of past batch rewards *before* this step's reward is folded in,
       ``b_{t+1} = m·b_t + (1−m)·R̄_t``; on the first call it starts at ``R̄_0`` (so
       ``p_0 = 0`` and the first τ is τ_max, the conservative end).
-    * ``H̄_t`` is the normalised entropy of the *policy* over the candidate set, as §5.1
-      says — :func:`candidate_entropy`, averaged over the batch's groups — never the
-      anchored distribution ``softmax(u)``: with an on-policy anchor that is uniform at
-      the start of every round, ``c_t`` would be 0 and τ would never leave τ_max. The
-      online trainers pass it from the current policy at each optimizer step.
+    * ``H̄_t`` is the normalised entropy of the *policy* (:func:`policy_entropy_norm`),
+      never of the anchored distribution ``softmax(u)``: with an on-policy anchor that is
+      uniform at the start of every round, ``c_t`` would be 0 and τ would never leave
+      τ_max.
+    * The online trainers step the schedule once per optimizer step, at its start, from
+      the *previous* optimizer step's whole batch (every micro-batch, every process):
+      ``R̄`` its mean reward over scored completions, ``H̄`` its mean token entropy. Both
+      are exact over the batch and cost no extra forward pass; the price is a lag of one
+      update, which a schedule meant to follow a trend over many updates does not feel.
+      A batch with no scored completion leaves τ and ``b`` as they are.
 
     Attributes:
         tau_min, tau_max: range of τ (OPO paper runs: [0.2, 1.5]).
@@ -174,8 +169,15 @@ class EntropyRewardTemperature:
 
     An uncertainty term (``a·H̄``: uncertain groups get a larger τ) plus a penalty for
     confident-but-wrong groups (``b·(1−H̄)(1−R̄)``: low entropy and low reward also raise
-    τ). ``R̄_b`` is the group's mean reward, expected in [0, 1] (accuracy-style rewards).
-    Pass the result as ``tau=`` (a ``[B]`` tensor) to ``adpo_loss``. The ADPO LLM runs use ``τ_base = 0.8, a = 0.2, b = 0.5``.
+    τ). ``R̄_b`` is how right the group is, in [0, 1]: the online trainers pass the group's
+    *accuracy* (the fraction of its scored completions whose ``accuracy_reward`` reaches
+    ``accuracy_threshold``), which for a 0/1 correctness reward, as in the paper, is its
+    mean reward, and which stays in [0, 1] whatever the scale of the other rewards. ``H̄_b``
+    is :func:`policy_entropy_norm` of the group's mean token entropy. Values outside [0, 1]
+    are refused. Pass the result as ``tau=`` (a ``[B]`` tensor) to ``adpo_loss``. The ADPO
+    paper's LLM runs (§6.3: "τ_base = 0.8, adaptive temperature (α = 0.2, β = 0.5)") use
+    ``τ_base = 0.8, a = 0.2, b = 0.5``: τ runs from 0.8·1.2 = 0.96 for an unsharpened
+    policy to 0.8 for a confident, right group and 0.8·1.5 = 1.2 for a confident, wrong one.
     """
 
     tau_base: float = 0.8
@@ -198,7 +200,13 @@ class EntropyRewardTemperature:
                 "EntropyRewardTemperature: `entropy_norm` and `reward_mean` must both be [B], got "
                 f"{tuple(entropy_norm.shape)} and {tuple(reward_mean.shape)}"
             )
-        h = entropy_norm.detach().clamp(0, 1)
+        h = entropy_norm.detach()
         r = reward_mean.detach()
+        for name, x in (("entropy_norm", h), ("reward_mean", r)):
+            if not bool(((x >= 0) & (x <= 1)).all()):
+                raise ValueError(
+                    f"EntropyRewardTemperature: `{name}` must lie in [0, 1], got values from "
+                    f"{float(x.min()):.4g} to {float(x.max()):.4g}"
+                )
         tau = self.tau_base * (1 + self.a * h + self.b * (1 - h) * (1 - r))
         return tau.clamp(self.tau_min, self.tau_max)

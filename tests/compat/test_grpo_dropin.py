@@ -140,10 +140,13 @@ def test_the_grpo_guide_shows_the_generated_field_table():
 
 
 @pytest.mark.parametrize("kind", ["adpo", "opo"])
-def test_groups_larger_than_the_micro_batch_are_refused(tmp_path, kind):
+def test_groups_larger_than_the_micro_batch_are_accepted_as_in_grpo(tmp_path, kind):
+    """Like GRPOConfig: G = 8 with micro-batches of 4 (the group is exact over two of them;
+    tests/trainers/test_split_groups.py proves the update)."""
     Config, _ = PAIRS[kind]
-    with pytest.raises(ValueError, match="whole groups"):
-        Config(**_args(tmp_path, num_generations=8, per_device_train_batch_size=4))
+    a = Config(**_args(tmp_path, num_generations=8, per_device_train_batch_size=4,
+                       gradient_accumulation_steps=2))  # fmt: skip
+    assert (a.per_device_train_batch_size, a.num_generations) == (4, 8)
 
 
 # ----------------------------------------------------------------------- rewards
@@ -382,7 +385,9 @@ def _tool_batch(tok):
         "completion_mask": torch.ones(N, T, dtype=torch.long),
         "tool_mask": tool_mask,
         "rewards": torch.tensor([1.0, 0.0, 0.5, 0.2, 0.0, 1.0, 0.3, 0.2]),
+        "raw_rewards": torch.tensor([1.0, 0.0, 0.5, 0.2, 0.0, 1.0, 0.3, 0.2]),
         "reward_valid": torch.ones(N, dtype=torch.bool),
+        "reward_correct": torch.tensor([1, 0, 0, 0, 0, 1, 0, 0], dtype=torch.bool),
         "group_index": torch.arange(2).repeat_interleave(4),
         "advantages": torch.zeros(N),
         "num_items_in_batch": torch.tensor(N * T),

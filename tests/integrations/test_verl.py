@@ -513,6 +513,9 @@ BAD = [
     (["algorithm.rollout_correction.rollout_is=token"], "algorithm.rollout_correction.rollout_is"),
     ([f"{A}.policy_loss.loss_mode=opo"], f"{A}.policy_loss.loss_mode"),
     ([f"{A}.use_prefix_grouper=true"], f"{A}.use_prefix_grouper"),
+    ([f"{A}.entropy_coeff=0.001"], f"{A}.entropy_coeff"),
+    ([f"{A}.use_kl_loss=true"], f"{A}.use_kl_loss"),
+    (["algorithm.use_kl_in_reward=true"], "algorithm.use_kl_in_reward"),
 ]
 
 

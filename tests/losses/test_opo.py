@@ -1,6 +1,7 @@
 """OPO against its closed forms (theorem 3.4) and an independent escort-weight computation."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -14,13 +15,13 @@ def rand(*shape):
     return torch.randn(*shape, dtype=D)
 
 
-def escort_reference(r, alpha, norm, ref_log=None):
+def escort_reference(r, alpha, norm, ref_log=None, eps=1e-6):
     """Escort weights written out plainly, row by row (no shared code with the library)."""
     out = torch.empty_like(r)
     rows = []
     for b in range(r.shape[0]):
         x = r[b]
-        a = (x - x.mean()) / (x.std() + 1e-6)
+        a = (x - x.mean()) / (x.std() + eps)
         logw = (1 - alpha) * a
         if ref_log is not None:
             logw = logw - (1 - alpha) * ref_log[b]
@@ -30,13 +31,13 @@ def escort_reference(r, alpha, norm, ref_log=None):
     w = torch.stack(rows)
     for b in range(r.shape[0]):
         if norm == "group":
-            out[b] = (w[b] - w[b].mean()) / (w[b].std() + 1e-6)
+            out[b] = (w[b] - w[b].mean()) / (w[b].std() + eps)
         elif norm == "center":
             out[b] = w[b] - w[b].mean()
         else:
             out[b] = w[b]
     if norm == "batch":
-        out = (w - w.mean()) / (w.std() + 1e-6)
+        out = (w - w.mean()) / (w.std() + eps)
     return out
 
 
@@ -139,12 +140,56 @@ def test_exact_ratio_linear_continuation_keeps_restoring_gradient():
     assert math.isclose(at.item(), just.item(), rel_tol=1e-6)
 
 
-def test_positivity_safeguard():
-    ref, r = torch.zeros(1, 2, dtype=D), torch.tensor([[1.0, 0.0]], dtype=D)
-    very_negative = torch.tensor([[0.0, -1e4]], dtype=D)
-    out = opo_loss(very_negative, ref, r, ratio="exact", eps=1e-3)
-    # v clamps at −1 + ε: chi2 metric is mean(v²) = (0 + (1 − 1e-3)²) / 2
-    torch.testing.assert_close(out.metrics["chi2"], torch.tensor((1 - 1e-3) ** 2 / 2, dtype=D))
+def test_positivity_safeguard_clips_an_unreachable_target_to_minus_one_plus_eps():
+    """OPO §6.5 (ii): a group of 6 with one wrong answer has ω̂ = −2.04 (group z-score); at
+    μ = 1 its target v* = ω̂/μ < −1 is unreachable. The target is clipped to −1 + ε, so Δ has a
+    finite minimiser log(ε) instead of falling for ever; reachable targets are untouched."""
+    eps = 1e-3
+    r = torch.tensor([[1.0, 1, 1, 1, 1, 0]], dtype=D)
+    ref = torch.zeros(1, 6, dtype=D)
+    w_hat = escort_reference(r, 0.4, "group", eps=eps)
+    assert math.isclose(w_hat[0, 5].item(), -2.04, abs_tol=5e-3)  # the issue's example
+
+    star = torch.log1p(w_hat / 1.0).clamp_min(math.log(eps))  # reachable ones: log(1 + ω̂/μ)
+    star[0, 5] = math.log(eps)
+    star.requires_grad_()
+    with pytest.warns(UserWarning, match="clipped to −1 \\+ eps"):
+        out = opo_loss(star, ref, r, ratio="exact", eps=eps)
+    (g,) = torch.autograd.grad(out.loss, star)
+    assert g.abs().max() < 1e-12  # stationary at the clipped target, finite Δ
+    assert out.metrics["target_clip_frac"].item() == 1 / 6
+    with pytest.warns(UserWarning):  # and a minimum: any move from it raises the loss
+        for _ in range(10):
+            moved = star.detach() + 0.05 * rand(1, 6)
+            assert opo_loss(moved, ref, r, ratio="exact", eps=eps).loss > out.loss
+
+    # below the clipped target the gradient restores Δ (before the safeguard it kept falling),
+    # and gradient descent from Δ = 0 approaches log(ε) from above without passing it
+    below = star.detach().clone()
+    below[0, 5] = math.log(eps) - 2.0
+    below.requires_grad_()
+    with pytest.warns(UserWarning):
+        (g,) = torch.autograd.grad(opo_loss(below, ref, r, ratio="exact", eps=eps).loss, below)
+    assert g[0, 5] < 0  # descent raises Δ back toward log(ε)
+    delta = torch.zeros(1, 6, dtype=D, requires_grad=True)
+    opt = torch.optim.SGD([delta], lr=0.5)
+    with pytest.warns(UserWarning):
+        for _ in range(2000):
+            opt.zero_grad()
+            opo_loss(delta, ref, r, ratio="exact", eps=eps).loss.backward()
+            opt.step()
+            assert delta[0, 5] >= math.log(eps)
+    torch.testing.assert_close(delta.detach()[0, :5], star.detach()[0, :5], rtol=0, atol=1e-6)
+
+
+def test_positivity_safeguard_is_silent_when_mu_covers_the_weights():
+    r = torch.tensor([[1.0, 1, 1, 1, 1, 0]], dtype=D)
+    ref = torch.zeros(1, 6, dtype=D)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = opo_loss(ref, ref, r, ratio="exact", mu=2.1)  # μ ≥ max(−ω̂) = 2.04 (prop. 6.4)
+        assert out.metrics["target_clip_frac"].item() == 0.0
+        assert opo_loss(ref, ref, r, ratio="log").metrics["target_clip_frac"].item() == 0.0
 
 
 def test_valid_mask_equals_slicing():

@@ -11,14 +11,16 @@ What the online trainers rely on, and why:
 
 * **Overridden private methods** (:data:`OVERRIDDEN`, with the parameters TRL calls them
   with): ``_generate_and_score_completions`` (group ids, raw rewards, anchors per round),
-  ``_prepare_inputs`` (shuffle and split a round by whole groups), ``_calculate_rewards``
+  ``_prepare_inputs`` (shuffle a round by whole groups, prepare each optimizer step), ``_calculate_rewards``
   (see below), ``_compute_loss`` (the anchored loss); and transformers' ``_save_checkpoint``
   / ``_load_optimizer_and_scheduler`` (our round buffer and schedules in checkpoints).
 * **Private methods called** (:data:`CALLED`): ``_get_per_token_logps_and_entropies`` with
   the keywords in :data:`CALLED`; transformers' ``_get_output_dir``.
 * **Private state read or written** (:data:`ATTRIBUTES`): ``_metrics`` (TRL's per-step log
   lists), ``_step`` (micro-steps, drives the round schedule), ``_buffered_inputs`` (the
-  round's mini-batches).
+  round's mini-batches), ``_logs`` (the completions table of ``log_completions``, whose
+  ``advantages`` column we replace with the group advantages our losses use,
+  :func:`replace_logged_advantages`).
 * **Helpers** from ``trl.trainer.utils`` (:data:`HELPERS`): splitting rounds, PEFT adapter
   switching, the fused LM head. ``add_fused_lm_head`` patches ``forward`` *on the
   instance*; a frozen copy of the policy must drop the copied patch and get its own
@@ -26,8 +28,8 @@ What the online trainers rely on, and why:
 * **Round keys** TRL's ``_generate_and_score_completions`` returns that we read
   (:data:`ROUND_KEYS`, :data:`MULTIMODAL_KEYS`).
 * **Sampler layout**: ``RepeatSampler(mini_repeat_count=G, …)`` lays each prompt out as a
-  run of ``G`` consecutive rows, and each process gets a contiguous slice; with
-  ``per_device_train_batch_size % G == 0`` every process then holds whole groups.
+  run of ``G`` consecutive rows, and each process gets a contiguous slice, so a row's
+  place in the round (process × local row) names its group.
 * **Raw rewards.** TRL's ``_generate_and_score_completions`` calls ``_calculate_rewards``
   and returns only advantages, so no return value carries the per-function rewards to our
   override of it. ``_calculate_rewards`` hands them over once (:class:`RewardHandOff`):
@@ -61,6 +63,7 @@ __all__ = [
     "is_peft",
     "patch_frozen_forward",
     "reference_adapter",
+    "replace_logged_advantages",
     "seam_problems",
     "split_images",
     "split_round",
@@ -110,7 +113,7 @@ CALLED: dict[str, tuple[str, ...]] = {
 }
 
 #: private attributes set by ``GRPOTrainer.__init__`` that we read or write
-ATTRIBUTES: tuple[str, ...] = ("_metrics", "_step", "_buffered_inputs")
+ATTRIBUTES: tuple[str, ...] = ("_metrics", "_step", "_buffered_inputs", "_logs")
 
 #: helpers imported from ``trl.trainer.utils``
 HELPERS: tuple[str, ...] = (
@@ -129,7 +132,7 @@ ROUND_KEYS: tuple[str, ...] = (
     "completion_ids",
     "completion_mask",
     "old_per_token_logps",
-    "importance_sampling_ratio",
+    "sampling_per_token_logps",
     "tool_mask",
 )
 
@@ -296,21 +299,34 @@ def checkpoint_folder(trainer: Any, trial: Any) -> str:
     return folder
 
 
+def replace_logged_advantages(trainer: Any, values: list[float]) -> None:
+    """Overwrite the last ``len(values)`` entries of the completions table's advantage column.
+
+    TRL logs its own GRPO advantage per completion (``log_completions``); ADPO and OPO never
+    use it, so the table would show a number that played no part in the update.
+    """
+    column = trainer._logs["advantages"]
+    for _ in range(min(len(values), len(column))):
+        column.pop()
+    column.extend(values)
+
+
 class RewardHandOff:
     """The per-function rewards of one round, from ``_calculate_rewards`` to its caller.
 
     ``put`` in the ``_calculate_rewards`` override, ``take`` in the
     ``_generate_and_score_completions`` override after TRL's own has returned; a round's
-    rewards are taken exactly once.
+    rewards are taken exactly once. The value is whatever the override puts (the online
+    trainers put the rewards and which of them failed).
     """
 
     def __init__(self) -> None:
-        self._value: Tensor | None = None
+        self._value: Any = None
 
-    def put(self, rewards_per_func: Tensor) -> None:
+    def put(self, rewards_per_func: Any) -> None:
         self._value = rewards_per_func
 
-    def take(self) -> Tensor:
+    def take(self) -> Any:
         if self._value is None:
             raise RuntimeError(
                 "adpo: TRL's _generate_and_score_completions returned without calling "

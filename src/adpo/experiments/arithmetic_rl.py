@@ -58,6 +58,9 @@ class ArithmeticRLConfig:
     """RL learning-rate schedule (linear: decays to 0 at the last step, a steadier end point)"""
     temperature: float = 1.0
     """sampling temperature"""
+    adpo_tau_schedule: Literal["constant", "entropy_reward", "guarded"] = "constant"
+    """ADPO's temperature schedule (`ADPOConfig.tau_schedule`): constant τ 0.8, this
+    benchmark's protocol since its first run; the papers' LLM runs used `entropy_reward`"""
     n_train: int = 4000
     """distinct RL training prompts"""
     n_test: int = 500
@@ -213,6 +216,7 @@ def reinforce(
     args = loss_config(
         cfg.loss,
         output_dir=scratch,
+        **({"tau_schedule": cfg.adpo_tau_schedule} if cfg.loss in ("adpo-pl", "adpo") else {}),
         num_generations=G,
         per_device_train_batch_size=cfg.prompts_per_step * G,
         steps_per_generation=cfg.steps_per_generation,

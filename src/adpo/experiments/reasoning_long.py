@@ -158,6 +158,9 @@ class ReasoningLongConfig:
     """optimizer steps fed by one generation round (the second one is off-policy: clipping acts)"""
     temperature: float = 1.0
     """sampling temperature"""
+    adpo_tau_schedule: Literal["constant", "entropy_reward", "guarded"] = "constant"
+    """ADPO's temperature schedule (`ADPOConfig.tau_schedule`): constant τ 0.8, this
+    benchmark's protocol since its first run; the papers' LLM runs used `entropy_reward`"""
     completion_slack: int = 5
     """max completion length = the training tier's longest worked solution + this"""
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
@@ -577,6 +580,7 @@ def train_one(
         objective,
         **overrides,
         output_dir=scratch,
+        **({"tau_schedule": cfg.adpo_tau_schedule} if loss in ("adpo-pl", "adpo") else {}),
         num_generations=G,
         per_device_train_batch_size=cfg.prompts_per_step * G,
         steps_per_generation=cfg.steps_per_generation,

@@ -10,6 +10,8 @@ groups of ``rollout.n`` responses. verl 0.9 keeps them contiguous from the rollo
 * ``actor.shuffle`` shuffles responses inside the update's mini-batch loader;
 * ``actor.use_dynamic_bsz`` packs micro-batches by token count (verl keeps forced groups
   atomic only for reward-model training, not in the PPO actor update);
+* ``actor.entropy_coeff ≠ 0``, ``actor.use_kl_loss`` and ``algorithm.use_kl_in_reward``
+  would add an entropy bonus or a KL term on top of the loss (refused like TRL's ``beta``);
 * batch sizes that are not whole groups per GPU: the batch is dispatched to ``dp`` ranks
   in contiguous chunks of ``train_batch_size·n/dp`` responses, each rank cuts mini-batches
   of ``ppo_mini_batch_size·n/dp`` and micro-batches of ``ppo_micro_batch_size_per_gpu``
@@ -141,6 +143,28 @@ def problems(cfg: DictConfig) -> list[tuple[str, str]]:
             "algorithm.adv_estimator",
             f"must be one of {GROUP_ADV_ESTIMATORS}: the losses take one group-normalised "
             "outcome advantage per response",
+        )
+    # verl adds these on top of the policy loss; the TRL trainers refuse their equivalents
+    # (beta, the entropy bonus): the anchor is the regulariser, and an extra term would make
+    # "ADPO" or "OPO" here a different objective from the same name on TRL
+    entropy_coeff = _get(cfg, f"{_A}.entropy_coeff", 0) or 0
+    if entropy_coeff != 0:
+        bad(
+            f"{_A}.entropy_coeff",
+            "must be 0: verl would add an entropy bonus on top of the ADPO/OPO loss (the TRL "
+            "trainers refuse it too)",
+        )
+    if _get(cfg, f"{_A}.use_kl_loss", False):
+        bad(
+            f"{_A}.use_kl_loss",
+            "must be false: verl would add a KL-to-reference loss on top of ADPO/OPO, whose "
+            "anchor already regularises (the TRL trainers refuse beta != 0 likewise)",
+        )
+    if _get(cfg, "algorithm.use_kl_in_reward", False):
+        bad(
+            "algorithm.use_kl_in_reward",
+            "must be false: a KL penalty in the reward changes the advantages the losses "
+            "rank by (the TRL trainers refuse beta != 0 likewise)",
         )
     for key in ("rollout_is", "rollout_rs"):
         full = f"algorithm.rollout_correction.{key}"
