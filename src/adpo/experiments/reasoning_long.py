@@ -43,8 +43,13 @@ Run::
     adpo bench reasoning-long --out DIR --replot               # summary/plots from the CSVs
 
 The arms are :data:`ARMS`: each is an objective of :mod:`adpo.trainers.presets` at its
-paper settings, optionally with config overrides (e.g. another temperature schedule);
-adding an arm is one line there, and its runs pair with GRPO's on the same seeds.
+paper settings, optionally with config overrides; adding an arm is one line there, and its
+runs pair with GRPO's on the same seeds, and with its objective's own arm when that runs
+too. ``adpo-adaptive-tau`` is ADPO with the papers' adaptive temperature (the ``adpo`` arm
+keeps this benchmark's constant τ 0.8)::
+
+    adpo bench reasoning-long --losses adpo adpo-adaptive-tau grpo --experiments long \
+        --fixed-lrs adpo=3e-5 adpo-adaptive-tau=3e-5 grpo=3e-5 --out DIR
 ``summary.json`` records the command and the environment (code version and commit,
 TRL/transformers/accelerate versions, threads, device); ``--replot`` keeps them.
 """
@@ -90,6 +95,7 @@ from adpo.trainers.presets import LOSSES, Loss
 
 __all__ = [
     "ARMS",
+    "DEFAULT_ARMS",
     "QUICK",
     "ReasoningLongConfig",
     "detect_collapse",
@@ -103,11 +109,18 @@ __all__ = [
 Experiment = Literal["long", "ood"]
 
 #: The benchmark's arms: name -> (objective of :data:`adpo.trainers.presets.LOSSES`,
-#: overrides of that objective's config). An arm is one more entry of this literal, e.g.
-#: ``"adpo-pl-guarded": ("adpo-pl", {"tau_schedule": "guarded"})``.
+#: overrides of that objective's config, which win over ``adpo_tau_schedule``). An arm is
+#: one more entry of this literal; its runs pair with GRPO's and, when that objective runs
+#: too, with the objective's own (``paired_vs_objective``).
 ARMS: dict[str, tuple[Loss, dict[str, Any]]] = {
     **{loss: (loss, {}) for loss in LOSSES},  # every objective at its paper settings
+    # ADPO with the papers' adaptive temperature (ADPO paper §6.3: τ_base 0.8, α 0.2, β 0.5,
+    # one τ per prompt from its entropy and accuracy), beside `adpo` at this benchmark's
+    # constant τ 0.8; not in the default `losses` (the committed runs predate it)
+    "adpo-adaptive-tau": ("adpo", {"tau_schedule": "entropy_reward"}),
 }
+#: arms run by default: every objective at its paper settings
+DEFAULT_ARMS: tuple[str, ...] = tuple(LOSSES)
 #: an arm's name (``--losses`` choices)
 Arm = Literal[tuple(ARMS)]  # type: ignore[valid-type]
 
@@ -118,8 +131,8 @@ class ReasoningLongConfig:
 
     out: str = "runs/reasoning_long"
     """output folder"""
-    losses: tuple[Arm, ...] = tuple(ARMS)
-    """arms to run (:data:`ARMS`: the objectives, and any objective at other settings)"""
+    losses: tuple[Arm, ...] = DEFAULT_ARMS
+    """arms to run (:data:`ARMS`: the objectives, and e.g. `adpo-adaptive-tau`)"""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """reported seeds (model init, data split, sampling); ≥ 3 for mean ± std"""
     experiments: tuple[Experiment, ...] = ("long", "ood")
@@ -159,8 +172,9 @@ class ReasoningLongConfig:
     temperature: float = 1.0
     """sampling temperature"""
     adpo_tau_schedule: Literal["constant", "entropy_reward", "guarded"] = "constant"
-    """ADPO's temperature schedule (`ADPOConfig.tau_schedule`): constant τ 0.8, this
-    benchmark's protocol since its first run; the papers' LLM runs used `entropy_reward`"""
+    """ADPO's temperature schedule (`ADPOConfig.tau_schedule`) in the `adpo-pl` and `adpo`
+    arms: constant τ 0.8, this benchmark's protocol since its first run; the papers' LLM runs
+    used `entropy_reward` (the `adpo-adaptive-tau` arm)"""
     completion_slack: int = 5
     """max completion length = the training tier's longest worked solution + this"""
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
@@ -547,6 +561,7 @@ _STEP_KEYS = {  # per-step log keys kept in curves.csv (TRL's name -> ours)
     "clip_ratio/high_mean": "clip_frac_high",
     "frac_reward_zero_std": "zero_signal_frac",
     "step_time": "trainer_step_time",
+    "tau": "tau",  # ADPO's temperature (mean over the step's prompts); NaN for the others
 }
 
 
@@ -575,12 +590,13 @@ def train_one(
     rows = data.train_rows if experiment == "long" else data.ood_train_rows
     G = cfg.num_generations
     objective, overrides = ARMS[loss]
+    if objective in ("adpo-pl", "adpo"):  # an arm's own schedule wins
+        overrides = {"tau_schedule": cfg.adpo_tau_schedule, **overrides}
     scratch = tempfile.mkdtemp(prefix="adpo-reasoning-long-")  # TRL's output_dir; nothing is saved
     args = loss_config(
         objective,
         **overrides,
         output_dir=scratch,
-        **({"tau_schedule": cfg.adpo_tau_schedule} if loss in ("adpo-pl", "adpo") else {}),
         num_generations=G,
         per_device_train_batch_size=cfg.prompts_per_step * G,
         steps_per_generation=cfg.steps_per_generation,
@@ -688,6 +704,7 @@ def summarize_run(cfg: ReasoningLongConfig, res: dict[str, Any]) -> dict[str, An
         "grad_efficiency_late": nanmean(ge[-late:]),
         "grad_efficiency_late_over_early": ratio(nanmean(ge[-late:]), nanmean(ge[:late])),
         "clip_frac_mean": nanmean(ps["clip_frac"]),
+        "tau_mean": nanmean(ps["tau"]),
         "step_time_s": res["train_time_s"] / max(n, 1),
         "train_time_s": res["train_time_s"],
     }
@@ -843,6 +860,7 @@ def _summarize(cfg: ReasoningLongConfig, rows: list[dict], prov: dict) -> dict[s
     main_rows = [r for r in rows if r["phase"] == "main"]
     per: dict[str, Any] = {}
     paired: dict[str, Any] = {}
+    vs_objective: dict[str, Any] = {}
     for exp in cfg.experiments:
         mine = [r for r in main_rows if r["experiment"] == exp]
         per[exp] = {}
@@ -864,6 +882,13 @@ def _summarize(cfg: ReasoningLongConfig, rows: list[dict], prov: dict) -> dict[s
             per[exp][loss]["n_collapsed"] = int(sum(r["collapsed"] for r in rs))
             per[exp][loss]["lr"] = rs[0]["lr"]
         paired[exp] = paired_differences(mine, PAIRED, base="grpo", by="loss", pair="seed")
+        for arm in cfg.losses:  # an objective at other settings against its paper settings
+            objective = ARMS[arm][0]
+            if arm != objective and objective in cfg.losses:
+                both = [r for r in mine if r["loss"] in (arm, objective)]
+                diffs = paired_differences(both, PAIRED, base=objective, by="loss", pair="seed")
+                if arm in diffs:
+                    vs_objective.setdefault(exp, {})[arm] = {"base": objective, **diffs[arm]}
     sweep = [
         {
             k: r[k]
@@ -930,6 +955,7 @@ def _summarize(cfg: ReasoningLongConfig, rows: list[dict], prov: dict) -> dict[s
     return {
         "per_objective": per,
         "paired_vs_grpo": paired,
+        "paired_vs_objective": vs_objective,
         "lr_sweep": sweep,
         "claims": claims,
         "config": asdict(cfg),
@@ -996,6 +1022,15 @@ def markdown_table(summary: dict[str, Any]) -> str:
                 cells = [paired_cell(m[k]) for k in PAIRED]
                 lines.append("| " + " | ".join([f"`{loss}` ({m['n_seeds']} seeds)", *cells]) + " |")
             lines += ["", PAIRED_CELL_NOTE]
+        own = (summary.get("paired_vs_objective") or {}).get(exp) or {}
+        if own:
+            head = ["arm − its objective's arm, same seed", *PAIRED]
+            lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for arm, m in own.items():
+                cells = [paired_cell(m[k]) for k in PAIRED]
+                name = f"`{arm}` − `{m['base']}` ({m['n_seeds']} seeds)"
+                lines.append("| " + " | ".join([name, *cells]) + " |")
+            lines += ["", PAIRED_CELL_NOTE.replace("GRPO", "the objective's arm")]
         lines.append("")
     if summary.get("lr_sweep"):
         lines += [
