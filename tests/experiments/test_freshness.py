@@ -29,9 +29,10 @@ Sliced (the cheapest exact slice of each):
 * ``reasoning``: seed 0's warm start (its held-out accuracy) and the first 4 RL steps of
   ADPO-PL (reward, entropy, gradient norm, length), the learning-rate schedule of the full run;
 * ``demo``: the warm start's held-out accuracy and the first 4 RL steps' logs;
-* ``reasoning_long``, ``reasoning_long_shared_lr``, ``reasoning_long_shared_lr_5e-4``: seed
-  0's warm start (tier-3 and tier-4 accuracy) and the first 4 long-horizon RL steps of
-  ADPO-PL at each folder's learning rate (the schedule is constant);
+* ``reasoning_long``, ``reasoning_long_shared_lr``, ``reasoning_long_shared_lr_5e-4``,
+  ``reasoning_long_adaptive_tau``: seed 0's warm start (tier-3 and tier-4 accuracy) and the
+  first 4 long-horizon RL steps of ADPO-PL at each folder's learning rate (the schedule is
+  constant), of the adaptive-τ ADPO arm in ``reasoning_long_adaptive_tau``;
 * ``distill/Hopper-v5``: the teacher's and the random policy's returns, seed 0's data and
   the KD student's held-out metrics after its first 1,000 updates;
 * ``efficiency``: the memory column (bytes saved for backward, exact) of the CPU run;
@@ -279,7 +280,14 @@ def test_demo_warm_start_and_first_steps_reproduce(request):
 
 # --------------------------------------------------------------------------- reasoning-long
 
-LONG = ("reasoning_long", "reasoning_long_shared_lr", "reasoning_long_shared_lr_5e-4")
+LONG = (
+    "reasoning_long",
+    "reasoning_long_shared_lr",
+    "reasoning_long_shared_lr_5e-4",
+    "reasoning_long_adaptive_tau",
+)
+#: the arm whose first steps are re-run, per folder (default: adpo-pl)
+LONG_ARM = {"reasoning_long_adaptive_tau": "adpo-adaptive-tau"}
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +299,7 @@ def long_seed0():
     for folder in LONG[1:]:  # the stress runs share the warm start: same model and data
         other = committed(folder)["config"]
         differ = {k for k in config if other.get(k) != config[k]}
-        allowed = {"out", "seeds", "experiments", "fixed_lrs", "replot"}
+        allowed = {"out", "seeds", "experiments", "losses", "fixed_lrs", "replot"}
         assert differ <= allowed, stale(
             folder, f"its config differs from reasoning_long's in {differ}"
         )
@@ -305,23 +313,25 @@ def test_reasoning_long_warm_start_and_first_steps_reproduce(long_seed0, folder,
 
     on_this_cpu(request, folder)
     cfg, data = long_seed0
+    arm = LONG_ARM.get(folder, "adpo-pl")
     runs = [r for r in read_csv(RESULTS / folder / "runs.csv") if r["phase"] == "main"]
     want = next(
-        r for r in runs if r["experiment"] == "long" and r["loss"] == "adpo-pl" and r["seed"] == 0
+        r for r in runs if r["experiment"] == "long" and r["loss"] == arm and r["seed"] == 0
     )
     for tier in (cfg.train_tier, cfg.ood_tier):
         same([data.accuracy[tier]], [want[f"accuracy_before_tier{tier}"]], folder,
              f"seed 0 warm-start tier-{tier} accuracy")  # fmt: skip
-    res = train_one(cfg, data, "long", "adpo-pl", want["lr"])
+    res = train_one(cfg, data, "long", arm, want["lr"])
     curve = [
         r
         for r in read_csv(RESULTS / folder / "curves.csv")
-        if r["phase"] == "main" and r["experiment"] == "long" and r["loss"] == "adpo-pl"
+        if r["phase"] == "main" and r["experiment"] == "long" and r["loss"] == arm
         and r["seed"] == 0 and "reward" in r
     ][:4]  # fmt: skip
-    for key in ("reward", "entropy", "grad_norm", "length", "adv_range"):
+    keys = ("reward", "entropy", "grad_norm", "length", "adv_range")
+    for key in (*keys, "tau") if "tau" in curve[0] else keys:  # τ: recorded since the arm
         same(res["per_step"][key], [r.get(key, math.nan) for r in curve], folder,
-             f"adpo-pl seed 0 first steps' {key}")  # fmt: skip
+             f"{arm} seed 0 first steps' {key}")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- distillation
@@ -413,7 +423,9 @@ def test_trainer_bench_model_size_reproduces():
     [
         ("reasoning", "reasoning", ("per_loss", "paired_vs_grpo", "claims")),
         *(("reasoning-long", f, ("per_objective", "paired_vs_grpo", "claims", "lr_sweep"))
-          for f in LONG),
+          for f in LONG[:3]),
+        ("reasoning-long", "reasoning_long_adaptive_tau",
+         ("per_objective", "paired_vs_grpo", "paired_vs_objective", "claims")),
     ],
 )  # fmt: skip
 def test_committed_summaries_rederive_from_their_csvs(tmp_path, bench, folder, fields):

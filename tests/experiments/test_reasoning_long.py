@@ -226,10 +226,15 @@ def test_tiny_run_paired_differences_and_replot(tiny_run):
     assert s2["replot_command"].endswith("--replot") and s2["replot_code"]["adpo"]
     # a replot over a summary keeps the run's command and environment, not its own
     run_prov = {"command": "adpo bench reasoning-long --the-run", "environment": {"trl": "x"}}
-    (out / "summary.json").write_text(json.dumps({**s, **run_prov, "wall_time_s": 12.5}))
+    parts = {
+        "commands": ["adpo bench reasoning-long --seeds 0", "… --seeds 1"],
+        "wall_time_s_parts": {"seeds 0": 5.0, "seeds 1": 7.5},
+    }  # a joined result's parts
+    (out / "summary.json").write_text(json.dumps({**s, **run_prov, **parts, "wall_time_s": 12.5}))
     assert main(["bench", "reasoning-long", "--out", str(out), "--replot"]) == 0
     s3 = json.loads((out / "summary.json").read_text())
     assert {k: s3[k] for k in run_prov} == run_prov and s3["wall_time_s"] == 12.5
+    assert {k: s3[k] for k in parts} == parts
     assert (out / "command.txt").read_text().strip() == run_prov["command"]
 
 

@@ -803,8 +803,15 @@ def run(cfg: ReasoningLongConfig, *, command: str | None = None) -> dict[str, An
     return _report(cfg, out, rows, curves, prov)
 
 
-#: run-time fields of a summary that a replot keeps (with the command and the environment)
-RUN_FIELDS = ("wall_time_s", "load_average_start", "load_average_end")
+#: run-time fields of a summary that a replot keeps (with the command and the environment;
+#: ``commands``/``wall_time_s_parts``: a result joined from runs over parts of the seeds)
+RUN_FIELDS = (
+    "wall_time_s",
+    "load_average_start",
+    "load_average_end",
+    "commands",
+    "wall_time_s_parts",
+)
 
 
 def replot(cfg: ReasoningLongConfig, *, command: str | None = None) -> dict[str, Any]:
