@@ -804,13 +804,15 @@ def run(cfg: ReasoningLongConfig, *, command: str | None = None) -> dict[str, An
 
 
 #: run-time fields of a summary that a replot keeps (with the command and the environment;
-#: ``commands``/``wall_time_s_parts``: a result joined from runs over parts of the seeds)
+#: ``commands``/``wall_time_s_parts``/``parts``: a result joined from runs over parts of the
+#: seeds, and how they were joined)
 RUN_FIELDS = (
     "wall_time_s",
     "load_average_start",
     "load_average_end",
     "commands",
     "wall_time_s_parts",
+    "parts",
 )
 
 
