@@ -444,3 +444,40 @@ if __name__ == "__main__":
 
     if sys.argv[1:] == ["bandits"]:
         print("\n\n".join(bandits_tables(summary("bandits"))))
+
+
+def test_reasoning_long_adaptive_tau_page():
+    """The adaptive-τ arm's reading: paired differences against GRPO and against ADPO at the
+    constant τ, with intervals and seed counts, and the τ it ran at."""
+    folder = "reasoning_long_adaptive_tau"
+    rows, d = _long(folder)
+    metrics = ("accuracy_final", "reward_peak", "reward_final", "entropy_late")
+    own = [r for r in rows if r["loss"] in ("adpo", "adpo-adaptive-tau")]
+    c = paired_differences(own, metrics, base="adpo", by="loss", pair="seed")["adpo-adaptive-tau"]
+    a = d["adpo-adaptive-tau"]
+    n = len({r["seed"] for r in rows})
+    s = summary(folder)
+    assert s["paired_vs_objective"]["long"]["adpo-adaptive-tau"]["n_seeds"] == n
+    tau = [r["tau_mean"] for r in rows if r["loss"] == "adpo-adaptive-tau"]
+    assert all(r["tau_mean"] == pytest.approx(0.8, rel=1e-6) for r in rows if r["loss"] == "adpo")
+    tau_steps = [r["tau"] for r in read_csv(RESULTS / folder / "curves.csv")
+                 if r["loss"] == "adpo-adaptive-tau" and isinstance(r.get("tau"), float)]  # fmt: skip
+    per = s["per_objective"]["long"]
+    quoted("reasoning-long",
+           f"On {n} paired seeds the adaptive arm minus ADPO at τ 0.8",
+           f"within {span(tau_steps, 2)} (",
+           *(f"| `{x}`{' (τ 0.8)' if x == 'adpo' else ''} | {per[x]['accuracy_final']['mean']:.3f} "
+             f"± {per[x]['accuracy_final']['std']:.3f} |" for x in per),
+           f"peak reward is {interval(a['reward_peak'])} from GRPO's",
+           f"(ADPO at τ 0.8: {interval(d['adpo']['accuracy_final'])})",
+           f"(at τ 0.8: {interval(d['adpo']['reward_final'])})",
+           f"mean τ {span(tau, 2)}",
+           f"final tier-3 accuracy {interval(a['accuracy_final'])} against GRPO",
+           f"{interval(c['accuracy_final'])} against ADPO at τ 0.8",
+           f"final reward {interval(a['reward_final'])} against GRPO",
+           f"{interval(c['reward_final'])} against ADPO at τ 0.8",
+           f"peak reward {interval(c['reward_peak'])}",
+           f"late entropy {interval(c['entropy_late'], 4)}")  # fmt: skip
+    assert not any(r["collapsed"] for r in rows)
+    quoted("README", f"keeps τ within {span(tau_steps, 2)}", f"**inconclusive**, {n} paired seeds")
+    quoted("index", f"ADPO at τ 0.8 does ({n} paired seeds)")
