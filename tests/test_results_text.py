@@ -331,6 +331,21 @@ def test_every_recorded_command_is_one_the_cli_accepts(where, command, monkeypat
         pytest.fail(f"{where}: the CLI rejects the recorded command {command!r}")
 
 
+def test_every_recorded_run_says_which_code_made_it():
+    """Each committed file that records a command records the code too: the commit (run
+    since provenance was recorded) or what git history recovered (``provenance_recovered``)."""
+    missing = []
+    for path in sorted(RESULTS.rglob("*.json")):
+        s = json.loads(path.read_text())
+        if not isinstance(s, dict) or "command" not in s:
+            continue
+        commit = (s.get("environment") or {}).get("commit")
+        recovered = (s.get("provenance_recovered") or {}).get("results_committed_in")
+        if not (commit or recovered):
+            missing.append(str(path.relative_to(ROOT)))
+    assert not missing, f"no commit recorded or recovered in {missing}"
+
+
 # --------------------------------------------------------------------------- bandits tables
 
 BANDIT_COLUMNS = ("softmax fix", "softmax dyn", "PL fix", "PL dyn", "raw fix", "raw dyn",
