@@ -50,6 +50,7 @@ keeps this benchmark's constant τ 0.8)::
 
     adpo bench reasoning-long --losses adpo adpo-adaptive-tau grpo --experiments long \
         --fixed-lrs adpo=3e-5 adpo-adaptive-tau=3e-5 grpo=3e-5 --out DIR
+
 ``summary.json`` records the command and the environment (code version and commit,
 TRL/transformers/accelerate versions, threads, device); ``--replot`` keeps them.
 """
@@ -110,7 +111,7 @@ Experiment = Literal["long", "ood"]
 
 #: The benchmark's arms: name -> (objective of :data:`adpo.trainers.presets.LOSSES`,
 #: overrides of that objective's config, which win over ``adpo_tau_schedule``). An arm is
-#: one more entry of this literal; its runs pair with GRPO's and, when that objective runs
+#: one more entry of this dict; its runs pair with GRPO's and, when that objective runs
 #: too, with the objective's own (``paired_vs_objective``).
 ARMS: dict[str, tuple[Loss, dict[str, Any]]] = {
     **{loss: (loss, {}) for loss in LOSSES},  # every objective at its paper settings
