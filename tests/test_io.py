@@ -104,3 +104,73 @@ def test_describe_commit_names_the_commit_the_dirt_or_an_installed_copy():
     assert describe_commit({"adpo": "0.1.0", "commit": None, "dirty": None}) == (
         "none (an installed package, not a git checkout)"
     )
+
+
+def test_provenance_records_command_environment_device_and_the_threads_asked_for():
+    import torch
+
+    from adpo._io import device_name, provenance
+
+    p = provenance(("numpy",), device="cpu", command="adpo bench x --out y")
+    assert p["command"] == "adpo bench x --out y"
+    env = p["environment"]
+    assert env["device"] == "cpu" and env["numpy"] == __import__("numpy").__version__
+    assert env["threads"] == str(torch.get_num_threads()) and "commit" in env
+    assert provenance(threads=3)["environment"]["threads"] == "3"  # work done by other processes
+    assert device_name(torch.device("cpu")) == "cpu"
+    if torch.cuda.is_available():
+        assert device_name("cuda").startswith("cuda:0 (")  # and the GPU's model
+
+
+def test_replot_provenance_keeps_the_runs_and_records_its_own_apart():
+    from adpo import __version__
+    from adpo._io import replot_provenance
+
+    run = {
+        "command": "adpo bench reasoning --out r",
+        "environment": {"threads": "1", "trl": "1.16.0"},
+        "wall_time_s": 5.0,
+        "per_loss": {"stale": "derived fields are rebuilt, not kept"},
+        "provenance_recovered": {"results_committed_in": "abc"},
+    }
+    out = replot_provenance(run, keep=("wall_time_s", "load_average"), command="adpo … --replot")
+    assert out["command"] == run["command"] and out["environment"] == run["environment"]
+    assert out["wall_time_s"] == 5.0 and "load_average" not in out and "per_loss" not in out
+    assert out["provenance_recovered"] == run["provenance_recovered"]
+    assert out["replot_command"] == "adpo … --replot" and out["replot_code"]["adpo"] == __version__
+    unknown = replot_provenance(None)  # no summary: the run's provenance is not invented
+    assert unknown["command"] is None and unknown["environment"] is None
+
+
+def test_bench_command_and_read_json(tmp_path):
+    from adpo._io import bench_command, read_json
+
+    assert bench_command("reasoning", ["--out", "a b"]) == "adpo bench reasoning --out 'a b'"
+    assert read_json(tmp_path / "missing.json") is None
+    (tmp_path / "s.json").write_text('{"a": 1}')
+    assert read_json(tmp_path / "s.json") == {"a": 1}
+
+
+def test_code_version_ignores_rewritten_results_but_not_code(tmp_path):
+    """A run rewriting committed results is not a dirty tree; an edited source file is."""
+    import shutil
+    import subprocess
+
+    from adpo import _io
+
+    repo = tmp_path / "repo"
+    (repo / "src" / "adpo").mkdir(parents=True)
+    (repo / "results").mkdir()
+    shutil.copy(_io.__file__, repo / "src" / "adpo" / "_io.py")
+    (repo / "pyproject.toml").write_text('[project]\nname = "adpo"\n')
+    (repo / "results" / "r.csv").write_text("a\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "x"]):
+        subprocess.run([*git, *cmd], check=True, capture_output=True)
+    ns: dict = {"__file__": str(repo / "src" / "adpo" / "_io.py"), "__name__": "adpo_io_copy"}
+    exec(compile((repo / "src" / "adpo" / "_io.py").read_text(), ns["__file__"], "exec"), ns)
+    assert ns["code_version"]()["dirty"] is False
+    (repo / "results" / "r.csv").write_text("a\n1\n")  # a run rewriting its committed results
+    assert ns["code_version"]()["dirty"] is False
+    (repo / "src" / "adpo" / "_io.py").write_text("# edited\n")
+    assert ns["code_version"]()["dirty"] is True

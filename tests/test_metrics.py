@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from adpo.metrics import mean_std, ndcg, paired_differences, top1_accuracy
+from adpo.metrics import mean_ci, mean_std, ndcg, paired_differences, t_critical, top1_accuracy
 
 # ---- frozen copies of the three NDCGs this module replaced (the references) ----------
 
@@ -206,15 +206,54 @@ def test_paired_differences_by_hand():
     # opo − grpo per seed: acc 0.1, 0.2; len 2, 0
     assert out["opo"]["acc"]["mean"] == pytest.approx(0.15)
     assert out["opo"]["acc"]["std"] == pytest.approx(statistics.stdev([0.1, 0.2]))
-    assert out["opo"]["len"] == {"mean": 1.0, "std": pytest.approx(math.sqrt(2.0))}
+    assert out["opo"]["len"] == {
+        "mean": 1.0,
+        "std": pytest.approx(math.sqrt(2.0)),
+        "ci95": pytest.approx(12.706204736174707 * math.sqrt(2.0) / math.sqrt(2)),
+        "n_below": 0,
+        "n_above": 1,  # +2 and 0: a tie counts on neither side
+    }
+    assert (out["opo"]["acc"]["n_below"], out["opo"]["acc"]["n_above"]) == (0, 2)
     assert out["adpo"]["acc"]["mean"] == pytest.approx(-0.05)
     assert math.isnan(out["adpo"]["len"]["mean"])
     # another pairing key and base
     by_task = [{"m": m, "task": t, "x": float(i)} for i, (m, t) in enumerate([("a", 1), ("b", 1)])]
     assert paired_differences(by_task, ("x",), base="a", by="m", pair="task") == {
-        "b": {"x": {"mean": 1.0, "std": 0.0}, "n_tasks": 1}
-    }
+        "b": {"x": {"mean": 1.0, "std": 0.0, "ci95": pytest.approx(math.nan, nan_ok=True),
+                    "n_below": 0, "n_above": 1}, "n_tasks": 1}
+    }  # fmt: skip
     with pytest.raises(ValueError, match="two runs with loss='grpo', seed=0"):
         paired_differences([rows[0], rows[0]], ("acc",), base="grpo", by="loss", pair="seed")
     with pytest.raises(ValueError, match="may not be named 'n_seeds'"):
         paired_differences(rows, ("n_seeds",), base="grpo", by="loss", pair="seed")
+
+
+def test_t_critical_against_closed_forms_and_tables():
+    # df 1 and 2 have closed forms: tan(π·level/2) and level·√(2 / (1 − level²))
+    for level in (0.5, 0.9, 0.95, 0.99):
+        assert t_critical(1, level) == pytest.approx(math.tan(math.pi * level / 2), rel=1e-12)
+        assert t_critical(2, level) == pytest.approx(
+            level * math.sqrt(2 / (1 - level**2)), rel=1e-12
+        )
+    # two-sided 95 % values of the standard tables (to the 6 decimals they print)
+    table = {3: 3.182446, 4: 2.776445, 5: 2.570582, 9: 2.262157, 10: 2.228139, 29: 2.045230,
+             30: 2.042272, 120: 1.979930}  # fmt: skip
+    for df, t in table.items():
+        assert t_critical(df) == pytest.approx(t, abs=5e-7)
+    assert t_critical(10_000) == pytest.approx(1.959964, abs=3e-4)  # → the normal's 1.96
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="`df`"):
+            t_critical(bad)
+    with pytest.raises(ValueError, match="`level`"):
+        t_critical(4, 1.0)
+
+
+def test_mean_ci_is_t_times_the_standard_error():
+    xs = [0.1, -0.3, 0.25, 0.05, 0.2]
+    mean, half = mean_ci(xs)
+    assert mean == pytest.approx(statistics.fmean(xs))
+    assert half == pytest.approx(2.7764451051977934 * statistics.stdev(xs) / math.sqrt(5))
+    assert mean_ci(xs, level=0.99)[1] > half  # a wider interval at a higher level
+    m, h = mean_ci([1.0, float("nan"), 3.0], skip_nan=True)  # two values: df 1
+    assert (m, h) == (2.0, pytest.approx(12.706204736174707 * math.sqrt(2) / math.sqrt(2)))
+    assert math.isnan(mean_ci([4.0])[1])  # one value: no interval

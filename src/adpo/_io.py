@@ -63,13 +63,19 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
+def bench_command(name: str, argv: Iterable[str] | None) -> str:
+    """The command of ``adpo bench NAME`` given ``argv`` (a benchmark's ``main(argv)``), or
+    this process's command line when ``argv`` is None (called from the shell)."""
+    return command_line() if argv is None else shlex.join(["adpo", "bench", name, *argv])
+
+
 def code_version() -> dict[str, Any]:
     """adpo's version and, when it runs from a git checkout, the commit and whether it was dirty.
 
     ``{"adpo": "0.1.0", "commit": "<40 hex>" | None, "dirty": bool | None}``. ``commit`` is
     None for an installed wheel (no checkout around the package) or where ``git`` is
-    missing; ``dirty`` says whether a *tracked* file differed from that commit (untracked
-    files, such as the results a run is writing, do not count).
+    missing; ``dirty`` says whether a *tracked* file outside ``results/`` differed from that
+    commit (untracked files, and the committed results a run is rewriting, do not count).
     """
     import subprocess
 
@@ -85,7 +91,7 @@ def code_version() -> dict[str, Any]:
                 [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
             ).stdout.strip()
             status = subprocess.run(
-                [*git, "status", "--porcelain", "--untracked-files=no"],
+                [*git, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -134,8 +140,25 @@ def library_versions(names: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def cpu_name() -> str:
+    """The CPU model and the instruction set torch's CPU kernels use, e.g. ``"AMD EPYC
+    (AVX2)"``: sampled runs that are bit-exact on one CPU can differ on another (a kernel
+    rounding differently flips a sample, and the runs diverge), so results record it."""
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model
+            )
+    except OSError:
+        pass
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def environment(libraries: Iterable[str] = ()) -> dict[str, Any]:
-    """Provenance of a result: code version, Python, torch, ``libraries``, machine, threads.
+    """Provenance of a result: code version, Python, torch, ``libraries``, machine, CPU, threads.
 
     Every benchmark summary records this under ``"environment"``, so a reader knows which
     code (adpo version, git commit, dirty tree) and which versions of the libraries the
@@ -150,8 +173,78 @@ def environment(libraries: Iterable[str] = ()) -> dict[str, Any]:
         "torch": torch.__version__,
         **library_versions(libraries),
         "machine": platform.machine(),
+        "cpu": cpu_name(),
         "threads": str(torch.get_num_threads()),
     }
+
+
+#: The Hugging Face libraries the trainer benchmarks drive (TRL's GRPOTrainer and what it runs on).
+HF_TRAINING = ("trl", "transformers", "accelerate")
+#: What the MuJoCo distillation benchmarks drive (environments, physics, the SAC teacher).
+MUJOCO = ("gymnasium", "mujoco", "stable-baselines3")
+
+#: The fields of a summary that say which run produced its numbers; ``--replot`` keeps them.
+PROVENANCE = ("command", "environment")
+
+
+def device_name(device: Any) -> str:
+    """``"cpu"``, or ``"cuda:0 (NVIDIA H100 80GB HBM3)"``: a device and, on CUDA, its model."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        return str(dev)
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
+def provenance(
+    libraries: Iterable[str] = (),
+    *,
+    device: Any = "cpu",
+    command: str | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """The provenance fields every benchmark summary records: ``command`` and ``environment``.
+
+    ``environment`` is :func:`environment` for ``libraries`` plus ``device`` (see
+    :func:`device_name`); ``threads`` overrides the recorded torch thread count where the
+    work ran in other processes with their own (``adpo bench trainer``'s workers).
+    ``command`` defaults to this process's command line.
+    """
+    env = {**environment(libraries), "device": device_name(device)}
+    if threads is not None:
+        env["threads"] = str(threads)
+    return {"command": command or command_line(), "environment": env}
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when there is no such file."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def replot_provenance(
+    previous: Mapping[str, Any] | None,
+    *,
+    keep: Iterable[str] = (),
+    command: str | None = None,
+) -> dict[str, Any]:
+    """The provenance a ``--replot`` writes: the recorded run's, never this process's.
+
+    A replot rebuilds tables and plots from a run's CSVs without training, so the command,
+    the environment (code version, libraries, threads, device) and the run-time fields in
+    ``keep`` (wall time, load averages, …) are copied from the summary it replaces
+    (``previous``), and so is ``provenance_recovered`` where an old summary has one (what
+    was added after the fact, from git history). What is new is ``replot_command`` and
+    ``replot_code`` (:func:`code_version` of the code that rebuilt the tables). Without a
+    previous summary the run's provenance is unknown and recorded as None, not invented.
+    """
+    prev = dict(previous or {})
+    out: dict[str, Any] = {k: prev.get(k) for k in PROVENANCE}
+    out.update({k: prev[k] for k in ("provenance_recovered", *keep) if k in prev})
+    out["replot_command"] = command or command_line()
+    out["replot_code"] = code_version()
+    return out
 
 
 def write_json(path: Path, obj: Mapping[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""Ranking metrics and seed statistics: NDCG, top-1 accuracy, mean ± std, paired differences.
+"""Ranking metrics and seed statistics: NDCG, top-1 accuracy, mean ± std, confidence
+intervals, paired differences.
 
 One definition each.
 
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["mean_std", "ndcg", "paired_differences", "top1_accuracy"]
+__all__ = ["mean_ci", "mean_std", "ndcg", "paired_differences", "t_critical", "top1_accuracy"]
 
 Gain = Literal["linear", "shifted", "minmax", "exponential"]
 Ties = Literal["expected", "index"]
@@ -256,6 +257,63 @@ def mean_std(
     return float(a.mean()), float(a.std(ddof=ddof))
 
 
+def _t_two_sided(t: float, df: int) -> float:
+    """``P(|T| < t)`` for Student's t with an integer ``df`` (closed-form finite sums,
+    Abramowitz & Stegun 26.7.3–26.7.4)."""
+    theta = math.atan(t / math.sqrt(df))
+    s, c = math.sin(theta), math.cos(theta)
+    if df % 2:  # odd: (2/π)(θ + sin θ·(cos θ + ⅔cos³θ + … ))
+        term, total = c, 0.0
+        for k in range(1, (df - 1) // 2 + 1):
+            total += term
+            term *= c * c * (2 * k) / (2 * k + 1)
+        return 2 / math.pi * (theta + s * total) if df > 1 else 2 * theta / math.pi
+    term, total = 1.0, 0.0  # even: sin θ·(1 + ½cos²θ + ⅜cos⁴θ + … )
+    for k in range(1, df // 2 + 1):
+        total += term
+        term *= c * c * (2 * k - 1) / (2 * k)
+    return s * total
+
+
+def t_critical(df: int, level: float = 0.95) -> float:
+    """Two-sided critical value of Student's t: ``P(|T| < t) = level`` for ``df`` degrees of
+    freedom (12.706 for df 1, 2.776 for df 4 at 95 %), by bisection on the exact CDF."""
+    if not isinstance(df, int) or isinstance(df, bool) or df < 1:
+        raise ValueError(f"t_critical: `df` must be an integer >= 1, got {df!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"t_critical: `level` must lie in (0, 1), got {level!r}")
+    lo, hi = 0.0, 1.0
+    while _t_two_sided(hi, df) < level:
+        hi *= 2
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if _t_two_sided(mid, df) < level else (lo, mid)
+    return hi
+
+
+def mean_ci(
+    values: Sequence[float],
+    *,
+    level: float = 0.95,
+    arithmetic: Literal["numpy", "torch", "exact"] = "numpy",
+    skip_nan: bool = False,
+) -> tuple[float, float]:
+    """Mean and the half-width of its two-sided ``level`` Student-t interval,
+    ``t_critical(n − 1, level) · std / √n`` (sample std; NaN half-width for one value).
+
+    E.g. paired differences over seeds: an interval that excludes 0 says the sign is
+    consistent at that level under a normal model of the seeds. Arguments as in
+    :func:`mean_std`.
+    """
+    mean, std = mean_std(values, arithmetic=arithmetic, skip_nan=skip_nan)
+    n = sum(1 for x in values if not (skip_nan and math.isnan(float(x))))
+    if n < 2 or math.isnan(std):
+        return mean, math.nan
+    return mean, t_critical(n - 1, level) * std / math.sqrt(n)
+
+
 def paired_differences(
     rows: Iterable[Mapping[str, Any]],
     metrics: Sequence[str],
@@ -281,9 +339,12 @@ def paired_differences(
         arithmetic: as in :func:`mean_std`.
 
     Returns:
-        ``{group: {metric: {"mean": …, "std": …}, …, f"n_{pair}s": pairs in common with
-        base}}`` (``"n_seeds"`` for ``pair="seed"``), groups in the order they first appear
-        in ``rows``; a group with no pair in common with ``base`` has no entry.
+        ``{group: {metric: {"mean", "std", "ci95", "n_below", "n_above"}, …,
+        f"n_{pair}s": pairs in common with base}}`` (``"n_seeds"`` for ``pair="seed"``):
+        ``ci95`` the half-width of the 95 % t-interval of the mean difference
+        (:func:`mean_ci`), ``n_below``/``n_above`` the pairs where the group is below/above
+        ``base``. Groups in the order they first appear in ``rows``; a group with no pair in
+        common with ``base`` has no entry.
     """
     count = f"n_{pair}s"
     if count in metrics:
@@ -311,7 +372,14 @@ def paired_differences(
                 for p in common
             ]
             mean, std = mean_std(d, arithmetic=arithmetic, skip_nan=True)
-            entry[m] = {"mean": mean, "std": std}
+            _, half = mean_ci(d, arithmetic=arithmetic, skip_nan=True)
+            entry[m] = {
+                "mean": mean,
+                "std": std,
+                "ci95": half,
+                "n_below": sum(x < 0 for x in d),
+                "n_above": sum(x > 0 for x in d),
+            }
         entry[count] = len(common)
         out[g] = entry
     return out

@@ -56,3 +56,27 @@ def test_run_writes_outputs(tmp_path):
     assert at["SFT"] == pytest.approx(1e-3, rel=1e-6)
     eff = on_disk["methods"]["OPO"]["efficiency"]["0.999"]
     assert eff == pytest.approx(at["OPO"] / on_disk["half_advantage_range"])
+
+
+def test_fixed_points_are_where_the_gradient_changes_sign():
+    """ADPO's softmax target pulls back past p = q+; OPO past its minimiser Δ* = ω̂/μ (the
+    root of the closed form above); SFT and the clipped objectives never turn back."""
+    from adpo.experiments.saturation import fixed_point, p_grid
+
+    fns = methods(SaturationConfig())
+    grid = p_grid(50)
+    at = {name: fixed_point(fn, [(p, grad_at(fn, p)[1]) for p in grid]) for name, fn in fns.items()}
+    q_plus = math.exp(A) / (math.exp(A) + math.exp(-A))
+    assert at["ADPO"] == pytest.approx(q_plus, abs=1e-12)
+    w_plus, w_minus = math.exp(0.6 * A), math.exp(-0.6 * A)
+    d = 2 * (w_plus - w_minus) / (w_plus + w_minus)
+    w_hat = (d / 2) / (d / math.sqrt(2) + 1e-6)
+
+    def opo(p):  # the closed-form ∂L/∂z of OPO (log ratio), as in the test above
+        return 0.5 * ((-w_hat + math.log(2 * p)) * (1 - p) - (w_hat + math.log(2 * (1 - p))) * p)
+
+    p_star = at["OPO"]
+    assert abs(opo(p_star)) < 1e-12 and opo(p_star - 1e-6) < 0 < opo(p_star + 1e-6)
+    assert 0.77 < p_star < 0.78
+    for name in ("SFT", "DPO", "ADPO-PL", "GRPO", "DAPO", "GSPO"):
+        assert at[name] is None, name

@@ -12,9 +12,16 @@ from adpo.experiments.trainer_bench import TrainerBenchConfig, run
 
 
 def test_quick_bench_writes_ratios_against_grpo_measured_in_the_same_run(tmp_path):
-    cfg = TrainerBenchConfig(out=str(tmp_path), losses=("adpo-pl",), quick=True)
+    import torch
+
+    # the trainers run in worker processes with `threads`; the summary records theirs
+    assert torch.get_num_threads() == 1  # this process (the suite's one-thread fixture)
+    cfg = TrainerBenchConfig(out=str(tmp_path), losses=("adpo-pl",), quick=True, threads=2)
     assert cfg.losses == ("grpo", "adpo-pl")  # the baseline always runs
     summary = run(cfg)
+    env = summary["environment"]
+    assert env["threads"] == "2" and env["device"] == "cpu"
+    assert {"adpo", "commit", "trl", "transformers", "accelerate"} <= set(env)
     rows = {r["loss"]: r for r in summary["rows"]}
     assert set(rows) == {"grpo", "adpo-pl"}
     assert not [p.name for p in tmp_path.iterdir() if p.is_dir()]  # no TRL output_dir left
@@ -87,6 +94,7 @@ def test_rounds_alternate_the_order_and_pool_every_rounds_steps(monkeypatch, tmp
             "loss_side_ms": 2.0 * k,
             "mean_completion_length": 16.0,
             "parameters": 1,
+            "threads": 1,
         }
 
     monkeypatch.setattr(tb, "_worker", fake_worker)
@@ -99,6 +107,7 @@ def test_rounds_alternate_the_order_and_pool_every_rounds_steps(monkeypatch, tmp
     assert opo["peak_memory_mb"] == 300.0 and opo["loss_side_ms"] == 4.0
     assert opo["time_vs_grpo"] == pytest.approx(1.1)
     assert len(summary["steps"]["opo"]) == 3
+    assert summary["environment"]["threads"] == "1"  # the workers' threads
 
 
 def test_loss_side_time_counts_the_loss_and_not_the_model(tmp_path, monkeypatch):
@@ -223,7 +232,7 @@ def test_runs_are_logged_as_they_finish_and_the_goals_recorded(monkeypatch, tmp_
         return {"row": row, "loss": row.split("/")[0], "micro_batch": cfg.settings(row)[1],
                 "steps": [{**step, "update": totals[row] - 1.0, "total": totals[row]}],
                 "peak_memory_mb": peaks[row], "loss_side_ms": 1.0,
-                "mean_completion_length": 16.0, "parameters": 1}  # fmt: skip
+                "mean_completion_length": 16.0, "parameters": 1, "threads": 1}  # fmt: skip
 
     monkeypatch.setattr(tb, "_worker", fake_worker)
     monkeypatch.setattr(tb, "_plot", lambda *a: None)

@@ -26,6 +26,20 @@ def seed_mean_std(xs: list[float]) -> tuple[float, float]:
     return mean_std(xs, skip_nan=True) if xs else (math.nan, math.nan)
 
 
+def paired_cell(v: dict) -> str:
+    """One cell of a paired-difference table: ``+0.007 ± 0.008 [−0.003, +0.017] (1/4)`` —
+    mean ± std over the pairs, the 95 % t-interval, pairs below/above the base (an entry of
+    :func:`adpo.metrics.paired_differences`)."""
+    half = v.get("ci95", math.nan)
+    interval = "" if math.isnan(half) else f" [{v['mean'] - half:+.3f}, {v['mean'] + half:+.3f}]"
+    counts = f" ({v['n_below']}/{v['n_above']})" if "n_below" in v else ""
+    return f"{v['mean']:+.3f} ± {v['std']:.3f}{interval}{counts}"
+
+
+#: the legend of :func:`paired_cell` under a table
+PAIRED_CELL_NOTE = "Paired cells: mean ± std over seeds [95 % t-interval] (seeds below/above GRPO)."
+
+
 def seed_band(
     per_seed: list[list[tuple[float, float]]], smooth: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -32,7 +32,9 @@ Protocol (every number is a field of :class:`BanditsConfig`):
   ``S·B`` groups are folded into the loss's batch axis (see :func:`method_loss`).
 
 Outputs in ``--out``: ``results.csv`` (scenario × method × seed), ``scaling.csv``,
-``summary.json``, ``winmass_heatmap.png``, ``scaling.png``, ``anchors.png``.
+``summary.json`` (with the command and the environment), ``winmass_heatmap.png``,
+``scaling.png``, ``anchors.png``. ``--replot`` redraws the plots from ``summary.json``
+(nothing is trained and the summary is left as it is).
 
 Shape glossary::
 
@@ -60,11 +62,11 @@ from torch import Tensor, nn
 
 from adpo import metrics
 from adpo._io import (
-    command_line,
     console,
-    environment,
     prepare_out,
     progress_bar,
+    provenance,
+    read_json,
     write_csv,
     write_json,
 )
@@ -88,6 +90,7 @@ __all__ = [
     "main",
     "make_scenario",
     "method_loss",
+    "replot",
     "run",
     "win_mass",
 ]
@@ -341,6 +344,8 @@ class BanditsConfig:
     """write the PNG plots"""
     progress: bool = True
     """show a progress bar"""
+    replot: bool = False
+    """train nothing: redraw the plots from the summary.json in `out`"""
 
     n_seeds: int = field(init=False, default=0)
     n_rounds: int = field(init=False, default=0)
@@ -1003,9 +1008,8 @@ def run(cfg: BanditsConfig) -> dict:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
     }
-    summary["command"] = command_line()
     summary["config"] = {k: v for k, v in asdict(cfg).items() if k not in ("out",)}
-    summary["environment"] = environment()
+    summary.update(provenance())
     write_json(out / "summary.json", summary)
     written = [out / "results.csv", out / "summary.json"]
     if scaling_rows:
@@ -1103,7 +1107,7 @@ def plot(summary: dict, out: Path) -> list[Path]:
     ax.set_yticks(range(len(scen)), scen, fontsize=8)
     ref = summary["reference"]["winmass"]["mean"]
     ax.set_title(f"WinMass on clean held-out contexts (reference {ref:.2f}; red box = best)")
-    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.colorbar(im, ax=ax, fraction=0.03).set_label("WinMass (mean over seeds)", fontsize=8)
     fig.tight_layout()
     paths.append(out / "winmass_heatmap.png")
     fig.savefig(paths[-1], dpi=130)
@@ -1168,14 +1172,25 @@ def plot(summary: dict, out: Path) -> list[Path]:
                 label="dynamic anchor (π_old)",
             )
             ax.set_xticks(list(xs), bases, fontsize=8)
-            ax.set(title=f"{title}\nmean over {len(scen)} scenarios")
+            ax.set(title=f"{title}, mean over {len(scen)} scenarios", ylabel="WinMass")
+            ax.title.set_fontsize(9)
             ax.grid(alpha=0.3, axis="y")
-        axes[0].legend(fontsize=8)
-        fig.tight_layout()
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", ncol=2, frameon=False, fontsize=8)
+        fig.tight_layout(rect=(0, 0, 1, 0.9))
         paths.append(out / "anchors.png")
         fig.savefig(paths[-1], dpi=130)
         plt.close(fig)
     return paths
+
+
+def replot(cfg: BanditsConfig) -> list[Path]:
+    """Redraw the plots from ``summary.json`` in ``cfg.out`` (the summary is not rewritten)."""
+    path = Path(cfg.out) / "summary.json"
+    summary = read_json(path)
+    if summary is None:
+        raise ValueError(f"adpo bench bandits --replot: no {path}")
+    return plot(summary, Path(cfg.out))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1185,7 +1200,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="adpo bench bandits",
         description=__doc__.split("\n\n")[0],
     )
-    run(cfg)
+    replot(cfg) if cfg.replot else run(cfg)
     return 0
 
 

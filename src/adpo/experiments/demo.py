@@ -33,7 +33,7 @@ from typing import Any
 
 import tyro
 
-from adpo._io import command_line, console, environment, prepare_out, write_json
+from adpo._io import HF_TRAINING, console, prepare_out, provenance, write_json
 from adpo.experiments.arithmetic_rl import (
     ArithmeticRLConfig,
     reinforce,
@@ -68,8 +68,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         "accuracy_curve": rl["accuracy_curve"],
         "per_step": rl["per_step"],
         "config": asdict(cfg),
-        "command": command_line(),
-        "environment": environment(),
+        **provenance(HF_TRAINING),
         "load_average": os.getloadavg(),
         "threads": torch.get_num_threads(),
     }

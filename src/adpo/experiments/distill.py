@@ -67,11 +67,11 @@ from torch import Tensor, nn
 
 from adpo import metrics
 from adpo._io import (
-    command_line,
+    MUJOCO,
     console,
-    environment,
     prepare_out,
     progress_bar,
+    provenance,
     write_csv,
     write_json,
 )
@@ -99,6 +99,7 @@ __all__ = [
     "make_candidates",
     "ndcg",
     "run",
+    "seed_data",
     "teacher_scores",
 ]
 
@@ -719,6 +720,26 @@ def train_student(
 # ---------------------------------------------------------------------------------------
 
 
+def seed_data(
+    cfg: DistillConfig, teacher: Teacher, seed: int
+) -> tuple[Batch, Batch, Tensor, Tensor]:
+    """One seed's data: ``(train states, held-out states, held-out candidates [N, K, A],
+    their teacher targets q [N, K])``, each drawn from its own seed."""
+    data = collect_states(
+        teacher, cfg.env, cfg.dataset_states, seed=1_000 * seed, stochastic=cfg.collect == "sample"
+    )
+    val = collect_states(
+        teacher,
+        cfg.env,
+        cfg.val_states,
+        seed=500_000 + 1_000 * seed,
+        stochastic=cfg.collect == "sample",
+    )
+    g = torch.Generator().manual_seed(777 + seed)
+    val_z, val_scores = scored_candidates(val, cfg, teacher, g)  # (N, K, A), (N, K)
+    return data, val, val_z, torch.softmax(val_scores / cfg.target_temp, -1)
+
+
 def _stats(xs: list[float]) -> tuple[float, float]:
     """Mean and sample std (ddof = 1; 0 for a single value)."""
     return metrics.mean_std(xs)
@@ -754,23 +775,7 @@ def run(cfg: DistillConfig) -> dict:
         task = progress.add_task("updates", total=cfg.steps * len(seeds) * len(cfg.methods))
         for seed in seeds:
             t0 = time.perf_counter()
-            data = collect_states(
-                teacher,
-                cfg.env,
-                cfg.dataset_states,
-                seed=1_000 * seed,
-                stochastic=cfg.collect == "sample",
-            )
-            val = collect_states(
-                teacher,
-                cfg.env,
-                cfg.val_states,
-                seed=500_000 + 1_000 * seed,
-                stochastic=cfg.collect == "sample",
-            )
-            g = torch.Generator().manual_seed(777 + seed)
-            val_z, val_scores = scored_candidates(val, cfg, teacher, g)  # (N, K, A), (N, K)
-            val_q = torch.softmax(val_scores / cfg.target_temp, -1)
+            data, val, val_z, val_q = seed_data(cfg, teacher, seed)
             collect_s = time.perf_counter() - t0
             for name in cfg.methods:
                 progress.update(task, description=f"seed {seed} {name}")
@@ -832,12 +837,11 @@ def run(cfg: DistillConfig) -> dict:
             "path": str(tpath),
             **{k: teacher.meta.get(k) for k in ("steps_done", "train_seconds", "kept_checkpoint")},
         },
-        "command": command_line(),
         "config": asdict(cfg),
         "runtime_s": round(time.perf_counter() - t_start, 1),
         "loadavg_start": [round(x, 2) for x in load_start],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        "environment": environment(),
+        **provenance(MUJOCO),
     }
     write_json(out / "summary.json", summary)
     write_csv(out / "runs.csv", [{k: v for k, v in r.items() if k != "returns"} for r in per_run])

@@ -43,7 +43,7 @@ import torch
 import tyro
 from torch import Tensor
 
-from adpo._io import command_line, console, environment, prepare_out, write_json
+from adpo._io import MUJOCO, console, prepare_out, provenance, write_json
 
 __all__ = [
     "SUPPORTED_ENVS",
@@ -324,14 +324,12 @@ def train_teacher(cfg: TeacherConfig) -> Teacher:
 
     def meta(step: int, kept: dict[str, Any]) -> dict[str, Any]:
         return {
-            "command": command_line(),
             "config": asdict(cfg),
             "steps_done": step,
             "train_seconds": round(time.perf_counter() - t0, 1),
             "kept_checkpoint": kept,
             "eval_curve": curve,
-            "environment": environment(),
-            "versions": _versions(),
+            **provenance(MUJOCO),
         }
 
     class Checkpoint(BaseCallback):
@@ -368,12 +366,6 @@ def train_teacher(cfg: TeacherConfig) -> Teacher:
     model.learn(total_timesteps=cfg.steps, callback=Checkpoint())
     console.print(f"[bold]teacher[/]: {path} ({time.perf_counter() - t0:.0f}s)")
     return Teacher.load(path, cfg.env)
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {p: version(p) for p in ("gymnasium", "mujoco", "stable_baselines3", "torch")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,10 +39,11 @@ import tyro
 from torch import Tensor
 
 from adpo._io import (
-    command_line,
     console,
-    environment,
+    device_name,
     prepare_out,
+    provenance,
+    read_json,
     write_csv,
     write_json,
 )
@@ -56,7 +57,7 @@ from adpo.losses import (
     opo_loss,
 )
 
-__all__ = ["METHODS", "EfficiencyConfig", "main", "run"]
+__all__ = ["METHODS", "EfficiencyConfig", "main", "replot", "run"]
 
 METHODS = ("adpo-pl", "adpo", "opo", "grpo", "gspo", "dapo")
 
@@ -102,6 +103,9 @@ class EfficiencyConfig:
     taken after ``torch.cuda.synchronize()`` and the memory part also reports the peak"""
     model_dtype: str = "float32"
     """parameter dtype of the actor-update model ("bfloat16" is what GPU training uses)"""
+
+    replot: bool = False
+    """measure nothing: redraw efficiency.png from the efficiency.json in `out`"""
 
     def __post_init__(self) -> None:
         for name in (
@@ -337,15 +341,15 @@ def run(cfg: EfficiencyConfig) -> dict:
         }
         for k, v in mem.items()
     }
+    prov = provenance(("transformers",), device=device)
+    prov["environment"]["loadavg"] = list(os.getloadavg())
     summary = {
         "experiment": "actor-update efficiency (ADPO paper app. F) and log-prob memory",
-        "command": command_line(),
         "config": asdict(cfg),
         "losses": rows,
         "logprob_memory": mem_rows,
-        "device": str(device)
-        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
-        "environment": {**environment(), "loadavg": list(os.getloadavg())},
+        "device": device_name(device),
+        **prov,
     }
     write_json(out / "efficiency.json", summary)
     write_csv(out / "efficiency.csv", rows)
@@ -357,8 +361,20 @@ def run(cfg: EfficiencyConfig) -> dict:
     return summary
 
 
+def replot(cfg: EfficiencyConfig) -> Path:
+    """Redraw ``efficiency.png`` from ``efficiency.json`` in ``cfg.out`` (nothing is re-timed)."""
+    path = Path(cfg.out) / "efficiency.json"
+    summary = read_json(path)
+    if summary is None:
+        raise ValueError(f"adpo bench efficiency --replot: no {path}")
+    plot(summary, Path(cfg.out) / "efficiency.png")
+    return Path(cfg.out) / "efficiency.png"
+
+
 def plot(summary: dict, path: Path) -> None:
-    """Three bar panels: loss-only time, actor-update time (both × GRPO), saved memory (× full)."""
+    """Three bar panels: loss-only time, actor-update time (both × GRPO, with the absolute
+    milliseconds on the bars), saved memory (× full, log axis). The titles give the device
+    and the shapes; the figure title, the machine's torch threads."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -370,21 +386,43 @@ def plot(summary: dict, path: Path) -> None:
         "tab:red" if m.startswith("adpo") else "tab:green" if m == "opo" else "tab:blue"
         for m in methods
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, key, title in (
-        (axes[0], "loss_vs_grpo", "loss fwd+bwd on [B, G, T]"),
-        (axes[1], "update_vs_grpo", "actor update (model + loss)"),
-    ):
-        ax.bar(methods, [r[key] for r in rows], color=colors)
+    c = {**asdict(EfficiencyConfig()), **summary["config"]}  # fields older runs did not record
+    model = (
+        f"{c['model_layers']}-layer Qwen3, hidden {c['model_hidden']}, vocab {c['model_vocab']}, "
+        f"{c['model_dtype']}"
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    for ax, key, ms, title in (
+        (axes[0], "loss_vs_grpo", "loss_ms",
+         f"loss fwd+bwd, logps [B={c['prompts']}, G={c['group']}, T={c['tokens']}]"),
+        (axes[1], "update_vs_grpo", "update_ms",
+         f"actor update: {model},\nB={c['prompts']}, G={c['group']}, T={c['model_tokens']}"),
+    ):  # fmt: skip
+        bars = ax.bar(methods, [r[key] for r in rows], color=colors)
+        ax.bar_label(bars, [f"{r[ms]:.3g} ms" for r in rows], fontsize=7, padding=2)
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
-        ax.set(ylabel="time × GRPO (lower is faster)", title=title)
+        ax.set(ylabel="time × GRPO (lower is faster; median)")
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(0, 1.15 * max(r[key] for r in rows))
         ax.tick_params(axis="x", rotation=30)
     names = list(mem)
-    axes[2].bar(names, [mem[k]["saved_vs_full"] for k in names], color="tab:gray")
-    axes[2].set(yscale="log", ylabel="saved for backward × full", title="target-token log-probs")
+    bars = axes[2].bar(names, [mem[k]["saved_vs_full"] for k in names], color="tab:gray")
+    axes[2].bar_label(bars, [f"{mem[k]['saved_MB']:.3g} MB" for k in names], fontsize=7, padding=2)
+    axes[2].set(yscale="log", ylabel="saved for backward × full (log)")
+    axes[2].set_title(
+        f"target-token log-probs, {c['memory_rows']} × {c['vocab']} {c['logits_dtype']} logits,"
+        f"\nchunks of {c['chunk_size']} rows",
+        fontsize=9,
+    )
     axes[2].tick_params(axis="x", rotation=15)
     for ax in axes:
         ax.grid(alpha=0.3, axis="y")
+    env = summary.get("environment") or {}
+    fig.suptitle(
+        f"{summary.get('device', 'cpu')}, torch {env.get('torch', '?')}, "
+        f"{env.get('threads', '?')} threads",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -432,14 +470,13 @@ def _print(summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(
-        tyro.cli(
-            EfficiencyConfig,
-            args=argv,
-            prog="adpo bench efficiency",
-            description=__doc__.split("\n\n")[0],
-        )
+    cfg = tyro.cli(
+        EfficiencyConfig,
+        args=argv,
+        prog="adpo bench efficiency",
+        description=__doc__.split("\n\n")[0],
     )
+    replot(cfg) if cfg.replot else run(cfg)
     return 0
 
 

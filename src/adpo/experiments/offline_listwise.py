@@ -8,8 +8,10 @@ Run::
 
     adpo bench listwise --out results/offline_listwise
 
+    adpo bench listwise --out results/offline_listwise --replot   # plot from summary.json
+
 Outputs ``runs.csv`` (one line per run), ``summary.json`` (mean ± std over seeds per
-variant), ``offline_listwise.png`` and each run's folder.
+variant, the command, the environment), ``offline_listwise.png`` and each run's folder.
 """
 
 from __future__ import annotations
@@ -23,16 +25,18 @@ import torch
 import tyro
 
 from adpo._io import (
-    command_line,
     console,
-    environment,
     prepare_out,
+    provenance,
+    read_json,
     write_csv,
     write_json,
 )
+from adpo.experiments.train_offline import LIBRARIES
 from adpo.metrics import mean_std
 
-__all__ = ["OfflineListwiseConfig", "main", "run"]
+__all__ = ["OfflineListwiseConfig", "main", "replot", "run"]
+
 
 #: name -> (target, anchor)
 VARIANTS: dict[str, tuple[str, str]] = {
@@ -68,6 +72,8 @@ class OfflineListwiseConfig:
     """which variants to run (names of VARIANTS)"""
     plot: bool = True
     """write offline_listwise.png"""
+    replot: bool = False
+    """train nothing: redraw offline_listwise.png from the summary.json in `out`"""
 
 
 def run(cfg: OfflineListwiseConfig) -> dict:
@@ -111,19 +117,30 @@ def run(cfg: OfflineListwiseConfig) -> dict:
         "wall_seconds": round(time.time() - t0, 1),
         "loadavg": list(os.getloadavg()),
         "torch_threads": torch.get_num_threads(),
-        "command": command_line(),
-        "environment": environment(),
+        **provenance(LIBRARIES),
     }
     write_json(out / "summary.json", summary)
     if cfg.plot:
-        _plot(table, out / "offline_listwise.png")
+        _plot(table, out / "offline_listwise.png", cfg.seeds)
     console.print(
         f"wrote {out}/runs.csv, summary.json" + (", offline_listwise.png" if cfg.plot else "")
     )
     return summary
 
 
-def _plot(table: dict, path: Path) -> None:
+def replot(cfg: OfflineListwiseConfig) -> Path:
+    """Redraw ``offline_listwise.png`` from ``summary.json`` in ``cfg.out`` (nothing else changes)."""
+    path = Path(cfg.out) / "summary.json"
+    summary = read_json(path)
+    if summary is None:
+        raise ValueError(f"adpo bench listwise --replot: no {path}")
+    _plot(summary["variants"], Path(cfg.out) / "offline_listwise.png", summary.get("seeds"))
+    return Path(cfg.out) / "offline_listwise.png"
+
+
+def _plot(table: dict, path: Path, seeds: int | None = None) -> None:
+    """Before/after bars of the held-out anchored top-1 and NDCG, and the policy's own
+    log-prob top-1; error bars: std over seeds. The legend sits above the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,32 +148,35 @@ def _plot(table: dict, path: Path) -> None:
 
     names = list(table)
     x = range(len(names))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4))
     for ax, metric, label in (
-        (axes[0], "top1_accuracy", "held-out top-1 accuracy (anchored score)"),
-        (axes[1], "ndcg", "held-out NDCG (anchored score)"),
+        (axes[0], "top1_accuracy", "top-1 accuracy, anchored score"),
+        (axes[1], "ndcg", "NDCG, anchored score"),
+        (axes[2], "logp_top1_accuracy", "top-1 accuracy, policy log-prob"),
     ):
         for i, (when, offset) in enumerate((("before", -0.2), ("after", 0.2))):
             m = [table[n][f"{metric}_{when}"]["mean"] for n in names]
             e = [table[n][f"{metric}_{when}"]["std"] for n in names]
-            ax.bar([j + offset for j in x], m, 0.4, yerr=e, label=when, color=f"C{i}")
+            ax.bar([j + offset for j in x], m, 0.4, yerr=e, capsize=2, color=f"C{i}",
+                   label=f"{when} training")  # fmt: skip
         ax.set_xticks(list(x), names, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel(label, fontsize=8)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.set_title(f"held-out {label}", fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3, axis="y")
+    handles, labels = axes[0].get_legend_handles_labels()
+    n = f"mean ± std over {seeds} seeds" if seeds else "mean ± std over seeds"
+    fig.legend(handles, labels, loc="upper center", ncol=2, frameon=False, fontsize=9,
+               title=f"offline listwise ADPO, target / anchor ({n})", title_fontsize=9)  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, 0.86))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(
-        tyro.cli(
-            OfflineListwiseConfig,
-            args=argv,
-            prog="adpo bench listwise",
-            description=__doc__,
-        )
+    cfg = tyro.cli(
+        OfflineListwiseConfig, args=argv, prog="adpo bench listwise", description=__doc__
     )
+    replot(cfg) if cfg.replot else run(cfg)
     return 0
 
 

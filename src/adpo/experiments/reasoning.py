@@ -18,9 +18,13 @@ Run::
     adpo bench reasoning --out results/reasoning --replot   # summary and plots from the CSVs
 
 Outputs: ``runs.csv`` (one row per objective × seed, written after every run),
-``curves.csv`` (per step), ``summary.json`` (mean ± std per objective, the papers'
-comparisons, provenance), ``table.md`` and ``accuracy.png``, ``reward.png``,
-``grad_norm.png``, ``entropy.png``.
+``curves.csv`` (per step), ``summary.json`` (mean ± std per objective, paired differences
+against GRPO with their 95 % intervals, the papers' comparisons, the command and the
+environment: code version, TRL/transformers/accelerate versions, threads, device),
+``table.md`` and ``accuracy.png``, ``accuracy_gain.png``, ``paired.png`` (each objective
+minus GRPO on the same seed), ``reward.png``, ``grad_norm.png`` (log axis), ``entropy.png``.
+``--replot`` rebuilds the summary, table and plots from the CSVs and keeps the recorded
+command and environment.
 
 Gradient norms are not comparable across objectives in absolute terms (each loss has its
 own scale: ADPO's Plackett–Luce loss sums ``G − 1`` list positions of sequence-level
@@ -31,7 +35,6 @@ late-over-early ratio, which is scale-free.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import time
@@ -42,16 +45,27 @@ from typing import Any
 import tyro
 
 from adpo._io import (
-    command_line,
+    HF_TRAINING,
+    bench_command,
     console,
-    environment,
     prepare_out,
     progress_bar,
+    provenance,
     read_csv,
+    read_json,
+    replot_provenance,
     write_csv,
     write_json,
 )
-from adpo.experiments._stats import nanmean, ratio, seed_band, seed_mean_std
+from adpo.experiments._plots import paired_plot
+from adpo.experiments._stats import (
+    PAIRED_CELL_NOTE,
+    nanmean,
+    paired_cell,
+    ratio,
+    seed_band,
+    seed_mean_std,
+)
 from adpo.experiments.arithmetic_rl import ArithmeticRLConfig
 from adpo.metrics import paired_differences
 from adpo.trainers.presets import LOSSES, Loss
@@ -94,7 +108,9 @@ class ReasoningConfig:
             )
 
 
-def run(cfg: ReasoningConfig) -> dict[str, Any]:
+def run(cfg: ReasoningConfig, *, command: str | None = None) -> dict[str, Any]:
+    """Every objective × seed; writes the CSVs after every run. ``command``: the command line
+    recorded with the results (default: this process's)."""
     import torch
 
     from adpo.experiments.arithmetic_rl import reinforce, warm_start
@@ -186,11 +202,20 @@ def run(cfg: ReasoningConfig) -> dict[str, Any]:
                 )
     write_csv(out / "runs.csv", rows)
     write_csv(out / "curves.csv", curves)
-    return _report(cfg, out, rows, curves, time.perf_counter() - t_start)
+    prov = {
+        **provenance(HF_TRAINING, command=command),
+        "wall_time_s": time.perf_counter() - t_start,
+    }
+    return _report(cfg, out, rows, curves, prov)
 
 
-def replot(cfg: ReasoningConfig) -> dict[str, Any]:
-    """Summary, table and plots from the CSVs in ``cfg.out`` (no training)."""
+#: run-time fields of a summary that a replot keeps (with the command and the environment)
+RUN_FIELDS = ("wall_time_s", "wall_time_s_parts", "commands")
+
+
+def replot(cfg: ReasoningConfig, *, command: str | None = None) -> dict[str, Any]:
+    """Summary, table and plots from the CSVs in ``cfg.out`` (no training); the recorded
+    command, environment and wall time of the runs are kept (:func:`adpo._io.replot_provenance`)."""
     out = Path(cfg.out)
     rows, curves = read_csv(out / "runs.csv"), read_csv(out / "curves.csv")
     if not rows:
@@ -198,14 +223,8 @@ def replot(cfg: ReasoningConfig) -> dict[str, Any]:
     losses = tuple(dict.fromkeys(r["loss"] for r in rows))
     seeds = tuple(dict.fromkeys(r["seed"] for r in rows))
     cfg = replace(cfg, losses=losses, seeds=seeds)
-    prev_path = out / "summary.json"
-    prev = json.loads(prev_path.read_text()) if prev_path.exists() else {}
-    summary = _report(cfg, out, rows, curves, prev.get("wall_time_s", math.nan))
-    if prev.get("command"):  # keep the provenance of the runs; add the replot's own
-        summary["replot_command"] = summary["command"]
-        summary["command"] = prev["command"]
-        write_json(prev_path, summary)
-    return summary
+    prov = replot_provenance(read_json(out / "summary.json"), keep=RUN_FIELDS, command=command)
+    return _report(cfg, out, rows, curves, prov)
 
 
 def _report(
@@ -213,12 +232,18 @@ def _report(
     out: Path,
     rows: list[dict[str, Any]],
     curves: list[dict[str, Any]],
-    wall: float,
+    prov: dict[str, Any],
 ) -> dict[str, Any]:
-    summary = _summarize(cfg, rows, wall)
+    summary = _summarize(cfg, rows, prov)
     write_json(out / "summary.json", summary)
     if cfg.plot:
         _plots(cfg, curves, out)
+        paired_plot(
+            rows,
+            [(k, h) for h, k, _ in _COLUMNS if k in PAIRED],
+            out / "paired.png",
+            title=f"reasoning bench: each objective − GRPO on the same seed ({len(cfg.seeds)} seeds)",
+        )
     (out / "table.md").write_text(markdown_table(summary))
     _print_table(summary)
     console.print(
@@ -242,7 +267,9 @@ METRICS = (
 )
 
 
-def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) -> dict[str, Any]:
+def _summarize(
+    cfg: ReasoningConfig, rows: list[dict[str, Any]], prov: dict[str, Any]
+) -> dict[str, Any]:
     per_loss: dict[str, Any] = {}
     for loss in cfg.losses:
         mine = [r for r in rows if r["loss"] == loss]
@@ -258,7 +285,7 @@ def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) ->
         x, y = per_loss[a][metric]["mean"], per_loss[b][metric]["mean"]
         return (x - y) / y if y else None
 
-    def ratio(a: str, b: str, metric: str) -> float | None:
+    def times(a: str, b: str, metric: str) -> float | None:
         if a not in per_loss or b not in per_loss:
             return None
         return ratio(per_loss[a][metric]["mean"], per_loss[b][metric]["mean"])
@@ -269,8 +296,8 @@ def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) ->
         "adpo_vs_grpo_peak_reward_rel": rel("adpo", "grpo", "reward_peak"),
         "adpo_pl_vs_grpo_final_accuracy_rel": rel("adpo-pl", "grpo", "accuracy_final"),
         # OPO paper: OPO keeps larger gradients late in training (raw, and late ÷ early)
-        "opo_vs_grpo_late_grad_norm_ratio": ratio("opo", "grpo", "grad_norm_late"),
-        "opo_vs_grpo_late_over_early_grad_norm_ratio": ratio(
+        "opo_vs_grpo_late_grad_norm_ratio": times("opo", "grpo", "grad_norm_late"),
+        "opo_vs_grpo_late_over_early_grad_norm_ratio": times(
             "opo", "grpo", "grad_norm_late_over_early"
         ),
     }
@@ -286,9 +313,7 @@ def _summarize(cfg: ReasoningConfig, rows: list[dict[str, Any]], wall: float) ->
             )
         ),
         "config": asdict(cfg),
-        "command": command_line(),
-        "environment": environment(),
-        "wall_time_s": wall,
+        **prov,
         "load_average_mean": nanmean([r["load_average"] for r in rows]),
     }
 
@@ -342,8 +367,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
         ]
         lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for loss, m in paired.items():
-            cells = [f"{m[k]['mean']:+.3f} ± {m[k]['std']:.3f}" for k in PAIRED]
+            cells = [paired_cell(m[k]) for k in PAIRED]
             lines.append("| " + " | ".join([f"`{loss}` ({m['n_seeds']} seeds)", *cells]) + " |")
+        lines += ["", PAIRED_CELL_NOTE]
     return "\n".join(lines) + "\n"
 
 
@@ -352,9 +378,10 @@ def _plots(cfg: ReasoningConfig, curves: list[dict[str, Any]], out: Path) -> Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    def panel(key: str, ylabel: str, path: Path, smooth: int = 1) -> None:
-        fig, ax = plt.subplots(figsize=(6.4, 4))
+    def panel(key: str, ylabel: str, path: Path, smooth: int = 1, log: bool = False) -> None:
+        fig, ax = plt.subplots(figsize=(7.6, 4))
         for i, loss in enumerate(cfg.losses):
             per_seed = []
             for seed in cfg.seeds:
@@ -372,11 +399,15 @@ def _plots(cfg: ReasoningConfig, curves: list[dict[str, Any]], out: Path) -> Non
                 continue
             steps, mu, sd = seed_band(per_seed, smooth)
             ax.plot(steps, mu, label=loss, color=f"C{i}", lw=2 if loss.startswith("adpo") else 1.4)
-            ax.fill_between(steps, mu - sd, mu + sd, color=f"C{i}", alpha=0.12)
+            lo = np.maximum(mu - sd, mu / 10) if log else mu - sd  # log: a band above 0
+            ax.fill_between(steps, lo, mu + sd, color=f"C{i}", alpha=0.12)
         ax.set_xlabel("RL optimizer step")
-        ax.set_ylabel(ylabel)
-        ax.legend(frameon=False, fontsize=8)
-        ax.set_title(f"{ylabel} (mean ± std, {len(cfg.seeds)} seeds)")
+        ax.set_ylabel(ylabel + (" (log)" if log else ""))
+        if log:
+            ax.set_yscale("log")
+        ax.legend(frameon=False, fontsize=8, title=f"lr {cfg.task.lr:g} ({cfg.task.lr_scheduler})",
+                  title_fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))  # fmt: skip
+        ax.set_title(f"{ylabel} (mean ± std, {len(cfg.seeds)} seeds)", fontsize=10)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
@@ -395,7 +426,7 @@ def _plots(cfg: ReasoningConfig, curves: list[dict[str, Any]], out: Path) -> Non
     panel("heldout_accuracy", "held-out greedy accuracy", out / "accuracy.png")
     panel("heldout_gain", "held-out accuracy gain over the warm start", out / "accuracy_gain.png")
     panel("reward", "training reward", out / "reward.png", smooth=5)
-    panel("grad_norm", "gradient norm (before clipping)", out / "grad_norm.png", smooth=9)
+    panel("grad_norm", "gradient norm (before clipping)", out / "grad_norm.png", smooth=9, log=True)
     panel("entropy", "policy entropy (nats/token)", out / "entropy.png", smooth=9)
 
 
@@ -406,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="adpo bench reasoning",
         description=__doc__.split("\n\n")[0],
     )
-    replot(cfg) if cfg.replot else run(cfg)
+    command = bench_command("reasoning", argv)
+    replot(cfg, command=command) if cfg.replot else run(cfg, command=command)
     return 0
 
 

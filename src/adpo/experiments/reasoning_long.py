@@ -41,15 +41,25 @@ Run::
     adpo bench reasoning-long --out results/reasoning_long
     adpo bench reasoning-long --quick --out /tmp/rl-quick      # CI size, about a minute
     adpo bench reasoning-long --out DIR --replot               # summary/plots from the CSVs
+
+The arms are :data:`ARMS`: each is an objective of :mod:`adpo.trainers.presets` at its
+paper settings, optionally with config overrides; adding an arm is one line there, and its
+runs pair with GRPO's on the same seeds, and with its objective's own arm when that runs
+too. ``adpo-adaptive-tau`` is ADPO with the papers' adaptive temperature (the ``adpo`` arm
+keeps this benchmark's constant τ 0.8)::
+
+    adpo bench reasoning-long --losses adpo adpo-adaptive-tau grpo --experiments long \
+        --fixed-lrs adpo=3e-5 adpo-adaptive-tau=3e-5 grpo=3e-5 --out DIR
+
+``summary.json`` records the command and the environment (code version and commit,
+TRL/transformers/accelerate versions, threads, device); ``--replot`` keeps them.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
-import shlex
 import shutil
 import tempfile
 import time
@@ -60,20 +70,33 @@ from typing import Any, Literal
 import tyro
 
 from adpo._io import (
-    command_line,
+    HF_TRAINING,
+    bench_command,
     console,
-    environment,
     prepare_out,
+    provenance,
     read_csv,
+    read_json,
+    replot_provenance,
     timer,
     write_csv,
     write_json,
 )
-from adpo.experiments._stats import nanmean, ratio, seed_band, seed_mean_std
+from adpo.experiments._plots import paired_plot
+from adpo.experiments._stats import (
+    PAIRED_CELL_NOTE,
+    nanmean,
+    paired_cell,
+    ratio,
+    seed_band,
+    seed_mean_std,
+)
 from adpo.metrics import paired_differences
 from adpo.trainers.presets import LOSSES, Loss
 
 __all__ = [
+    "ARMS",
+    "DEFAULT_ARMS",
     "QUICK",
     "ReasoningLongConfig",
     "detect_collapse",
@@ -86,6 +109,22 @@ __all__ = [
 
 Experiment = Literal["long", "ood"]
 
+#: The benchmark's arms: name -> (objective of :data:`adpo.trainers.presets.LOSSES`,
+#: overrides of that objective's config, which win over ``adpo_tau_schedule``). An arm is
+#: one more entry of this dict; its runs pair with GRPO's and, when that objective runs
+#: too, with the objective's own (``paired_vs_objective``).
+ARMS: dict[str, tuple[Loss, dict[str, Any]]] = {
+    **{loss: (loss, {}) for loss in LOSSES},  # every objective at its paper settings
+    # ADPO with the papers' adaptive temperature (ADPO paper §6.3: τ_base 0.8, α 0.2, β 0.5,
+    # one τ per prompt from its entropy and accuracy), beside `adpo` at this benchmark's
+    # constant τ 0.8; not in the default `losses` (the committed runs predate it)
+    "adpo-adaptive-tau": ("adpo", {"tau_schedule": "entropy_reward"}),
+}
+#: arms run by default: every objective at its paper settings
+DEFAULT_ARMS: tuple[str, ...] = tuple(LOSSES)
+#: an arm's name (``--losses`` choices)
+Arm = Literal[tuple(ARMS)]  # type: ignore[valid-type]
+
 
 @dataclass
 class ReasoningLongConfig:
@@ -93,8 +132,8 @@ class ReasoningLongConfig:
 
     out: str = "runs/reasoning_long"
     """output folder"""
-    losses: tuple[Loss, ...] = LOSSES
-    """objectives to run"""
+    losses: tuple[Arm, ...] = DEFAULT_ARMS
+    """arms to run (:data:`ARMS`: the objectives, and e.g. `adpo-adaptive-tau`)"""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """reported seeds (model init, data split, sampling); ≥ 3 for mean ± std"""
     experiments: tuple[Experiment, ...] = ("long", "ood")
@@ -134,8 +173,9 @@ class ReasoningLongConfig:
     temperature: float = 1.0
     """sampling temperature"""
     adpo_tau_schedule: Literal["constant", "entropy_reward", "guarded"] = "constant"
-    """ADPO's temperature schedule (`ADPOConfig.tau_schedule`): constant τ 0.8, this
-    benchmark's protocol since its first run; the papers' LLM runs used `entropy_reward`"""
+    """ADPO's temperature schedule (`ADPOConfig.tau_schedule`) in the `adpo-pl` and `adpo`
+    arms: constant τ 0.8, this benchmark's protocol since its first run; the papers' LLM runs
+    used `entropy_reward` (the `adpo-adaptive-tau` arm)"""
     completion_slack: int = 5
     """max completion length = the training tier's longest worked solution + this"""
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
@@ -181,9 +221,9 @@ class ReasoningLongConfig:
         name = "ReasoningLongConfig"
         if not self.seeds or not self.losses or not self.experiments:
             raise ValueError(f"{name}: `seeds`, `losses` and `experiments` must be non-empty")
-        bad = [x for x in self.losses if x not in LOSSES]
+        bad = [x for x in self.losses if x not in ARMS]
         if bad:
-            raise ValueError(f"{name}: `losses` must be among {LOSSES}, got {bad}")
+            raise ValueError(f"{name}: `losses` must be among {tuple(ARMS)}, got {bad}")
         bad = [x for x in self.experiments if x not in ("long", "ood")]
         if bad:
             raise ValueError(f"{name}: `experiments` must be among ('long', 'ood'), got {bad}")
@@ -264,10 +304,10 @@ class ReasoningLongConfig:
                 lr = float(value)
             except ValueError:
                 lr = math.nan
-            if not sep or loss not in LOSSES or not (math.isfinite(lr) and lr > 0):
+            if not sep or loss not in ARMS or not (math.isfinite(lr) and lr > 0):
                 raise ValueError(
                     f"ReasoningLongConfig: `fixed_lrs` entries are `loss=lr` with a loss of "
-                    f"{LOSSES} and a finite lr > 0, got {entry!r}"
+                    f"{tuple(ARMS)} and a finite lr > 0, got {entry!r}"
                 )
             out[loss] = lr
         return out
@@ -522,13 +562,15 @@ _STEP_KEYS = {  # per-step log keys kept in curves.csv (TRL's name -> ours)
     "clip_ratio/high_mean": "clip_frac_high",
     "frac_reward_zero_std": "zero_signal_frac",
     "step_time": "trainer_step_time",
+    "tau": "tau",  # ADPO's temperature (mean over the step's prompts); NaN for the others
 }
 
 
 def train_one(
     cfg: ReasoningLongConfig, data: SeedData, experiment: Experiment, loss: str, lr: float
 ) -> dict[str, Any]:
-    """One RL run from ``data.model`` (copied; the warm start stays pristine).
+    """One RL run of arm ``loss`` (:data:`ARMS`) from ``data.model`` (copied; the warm start
+    stays pristine).
 
     Returns ``{"per_step": {key: [value per step]}, "accuracy_curve": [(step, acc)],
     "accuracy_final": {tier: acc}, "train_time_s", "steps"}``.
@@ -548,11 +590,14 @@ def train_one(
     eval_tier = cfg.train_tier if experiment == "long" else cfg.ood_tier
     rows = data.train_rows if experiment == "long" else data.ood_train_rows
     G = cfg.num_generations
+    objective, overrides = ARMS[loss]
+    if objective in ("adpo-pl", "adpo"):  # an arm's own schedule wins
+        overrides = {"tau_schedule": cfg.adpo_tau_schedule, **overrides}
     scratch = tempfile.mkdtemp(prefix="adpo-reasoning-long-")  # TRL's output_dir; nothing is saved
     args = loss_config(
-        loss,
+        objective,
+        **overrides,
         output_dir=scratch,
-        **({"tau_schedule": cfg.adpo_tau_schedule} if loss in ("adpo-pl", "adpo") else {}),
         num_generations=G,
         per_device_train_batch_size=cfg.prompts_per_step * G,
         steps_per_generation=cfg.steps_per_generation,
@@ -585,7 +630,7 @@ def train_one(
 
     reward = RoundRecorder(G)
     trainer = make_trainer(
-        loss, model, reward, args, Dataset.from_list(rows), tok, callbacks=[_Eval()]
+        objective, model, reward, args, Dataset.from_list(rows), tok, callbacks=[_Eval()]
     )
     trainer.remove_callback(PrinterCallback)
     elapsed = timer()
@@ -660,6 +705,7 @@ def summarize_run(cfg: ReasoningLongConfig, res: dict[str, Any]) -> dict[str, An
         "grad_efficiency_late": nanmean(ge[-late:]),
         "grad_efficiency_late_over_early": ratio(nanmean(ge[-late:]), nanmean(ge[:late])),
         "clip_frac_mean": nanmean(ps["clip_frac"]),
+        "tau_mean": nanmean(ps["tau"]),
         "step_time_s": res["train_time_s"] / max(n, 1),
         "train_time_s": res["train_time_s"],
     }
@@ -748,24 +794,36 @@ def run(cfg: ReasoningLongConfig, *, command: str | None = None) -> dict[str, An
                 one("main", data, experiment, loss, chosen[loss])
         del data
     wall = time.perf_counter() - t_start
-    provenance = {
+    prov = {
         "wall_time_s": wall,
         "load_average_start": load_start,
         "load_average_end": os.getloadavg(),
         "chosen_lr": chosen,
-        "command": command or command_line(),
+        **provenance(HF_TRAINING, device=cfg.device, command=command),
     }
-    return _report(cfg, out, rows, curves, provenance)
+    return _report(cfg, out, rows, curves, prov)
+
+
+#: run-time fields of a summary that a replot keeps (with the command and the environment;
+#: ``commands``/``wall_time_s_parts``/``parts``: a result joined from runs over parts of the
+#: seeds, and how they were joined)
+RUN_FIELDS = (
+    "wall_time_s",
+    "load_average_start",
+    "load_average_end",
+    "commands",
+    "wall_time_s_parts",
+    "parts",
+)
 
 
 def replot(cfg: ReasoningLongConfig, *, command: str | None = None) -> dict[str, Any]:
-    """Summary, table and plots from the CSVs in ``cfg.out`` (no training)."""
+    """Summary, table and plots from the CSVs in ``cfg.out`` (no training); the recorded
+    command, environment and wall time of the runs are kept (:func:`adpo._io.replot_provenance`)."""
     out = Path(cfg.out)
     rows, curves = read_csv(out / "runs.csv"), read_csv(out / "curves.csv")
     if not rows:
         raise ValueError(f"adpo bench reasoning-long --replot: {out / 'runs.csv'} has no runs")
-    prev_path = out / "summary.json"
-    prev = json.loads(prev_path.read_text()) if prev_path.exists() else {}
     main_rows = [r for r in rows if r["phase"] == "main"] or rows
     cfg = replace(
         cfg,
@@ -773,18 +831,9 @@ def replot(cfg: ReasoningLongConfig, *, command: str | None = None) -> dict[str,
         seeds=tuple(dict.fromkeys(r["seed"] for r in main_rows)),
         experiments=tuple(dict.fromkeys(r["experiment"] for r in main_rows)),
     )
-    provenance = {
-        k: prev[k]
-        for k in ("wall_time_s", "load_average_start", "load_average_end", "environment")
-        if k in prev
-    }
-    provenance["chosen_lr"] = {r["loss"]: r["lr"] for r in main_rows}
-    this = command or command_line()
-    if prev.get("command"):  # keep the provenance of the runs; add the replot's own
-        provenance.update(command=prev["command"], replot_command=this)
-    else:
-        provenance["command"] = this
-    return _report(cfg, out, rows, curves, provenance)
+    prov = replot_provenance(read_json(out / "summary.json"), keep=RUN_FIELDS, command=command)
+    prov["chosen_lr"] = {r["loss"]: r["lr"] for r in main_rows}
+    return _report(cfg, out, rows, curves, prov)
 
 
 METRICS = (
@@ -817,10 +866,11 @@ PAIRED = (
 )
 
 
-def _summarize(cfg: ReasoningLongConfig, rows: list[dict], provenance: dict) -> dict[str, Any]:
+def _summarize(cfg: ReasoningLongConfig, rows: list[dict], prov: dict) -> dict[str, Any]:
     main_rows = [r for r in rows if r["phase"] == "main"]
     per: dict[str, Any] = {}
     paired: dict[str, Any] = {}
+    vs_objective: dict[str, Any] = {}
     for exp in cfg.experiments:
         mine = [r for r in main_rows if r["experiment"] == exp]
         per[exp] = {}
@@ -842,6 +892,13 @@ def _summarize(cfg: ReasoningLongConfig, rows: list[dict], provenance: dict) -> 
             per[exp][loss]["n_collapsed"] = int(sum(r["collapsed"] for r in rs))
             per[exp][loss]["lr"] = rs[0]["lr"]
         paired[exp] = paired_differences(mine, PAIRED, base="grpo", by="loss", pair="seed")
+        for arm in cfg.losses:  # an objective at other settings against its paper settings
+            objective = ARMS[arm][0]
+            if arm != objective and objective in cfg.losses:
+                both = [r for r in mine if r["loss"] in (arm, objective)]
+                diffs = paired_differences(both, PAIRED, base=objective, by="loss", pair="seed")
+                if arm in diffs:
+                    vs_objective.setdefault(exp, {})[arm] = {"base": objective, **diffs[arm]}
     sweep = [
         {
             k: r[k]
@@ -908,11 +965,11 @@ def _summarize(cfg: ReasoningLongConfig, rows: list[dict], provenance: dict) -> 
     return {
         "per_objective": per,
         "paired_vs_grpo": paired,
+        "paired_vs_objective": vs_objective,
         "lr_sweep": sweep,
         "claims": claims,
         "config": asdict(cfg),
-        "environment": environment(),
-        **provenance,
+        **prov,
     }
 
 
@@ -972,8 +1029,18 @@ def markdown_table(summary: dict[str, Any]) -> str:
             head = ["objective − grpo, same seed", *PAIRED]
             lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             for loss, m in paired.items():
-                cells = [f"{m[k]['mean']:+.3f} ± {m[k]['std']:.3f}" for k in PAIRED]
+                cells = [paired_cell(m[k]) for k in PAIRED]
                 lines.append("| " + " | ".join([f"`{loss}` ({m['n_seeds']} seeds)", *cells]) + " |")
+            lines += ["", PAIRED_CELL_NOTE]
+        own = (summary.get("paired_vs_objective") or {}).get(exp) or {}
+        if own:
+            head = ["arm − its objective's arm, same seed", *PAIRED]
+            lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for arm, m in own.items():
+                cells = [paired_cell(m[k]) for k in PAIRED]
+                name = f"`{arm}` − `{m['base']}` ({m['n_seeds']} seeds)"
+                lines.append("| " + " | ".join([name, *cells]) + " |")
+            lines += ["", PAIRED_CELL_NOTE.replace("GRPO", "the objective's arm")]
         lines.append("")
     if summary.get("lr_sweep"):
         lines += [
@@ -992,13 +1059,30 @@ def markdown_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _report(cfg, out: Path, rows, curves, provenance) -> dict[str, Any]:
-    summary = _summarize(cfg, rows, provenance)
+def _report(cfg, out: Path, rows, curves, prov) -> dict[str, Any]:
+    summary = _summarize(cfg, rows, prov)
     write_json(out / "summary.json", summary)
     (out / "table.md").write_text(markdown_table(summary))
-    (out / "command.txt").write_text(summary["command"] + "\n")
+    if summary["command"]:
+        (out / "command.txt").write_text(summary["command"] + "\n")
     if cfg.plot:
         _plots(cfg, [c for c in curves if c.get("phase") == "main"], out)
+        for exp in cfg.experiments:
+            mine = [r for r in rows if r.get("phase") == "main" and r["experiment"] == exp]
+            if any(r["loss"] == "grpo" for r in mine) and len(mine) > 1:
+                tier = cfg.train_tier if exp == "long" else cfg.ood_tier
+                paired_plot(
+                    mine,
+                    [
+                        ("accuracy_final", f"final tier-{tier} acc"),
+                        ("reward_peak", "peak reward"),
+                        ("reward_final", "final reward"),
+                        ("entropy_late", "late entropy"),
+                    ],
+                    out / f"{exp}_paired.png",
+                    title=f"{exp}: each objective − GRPO on the same seed",
+                    labels={r["loss"]: f"{r['loss']} ({r['lr']:.0e})" for r in mine},
+                )
         sweep = [r for r in rows if r.get("phase") == "sweep"]
         if len({r["lr"] for r in sweep}) > 1:
             _sweep_plot(cfg, sweep, out)
@@ -1034,8 +1118,19 @@ def _plots(cfg: ReasoningLongConfig, curves: list[dict[str, Any]], out: Path) ->
                 per_seed.append(pts)
         return per_seed
 
-    def panel(exp: str, key: str, ylabel: str, name: str, smooth: int = 1) -> None:
-        fig, ax = plt.subplots(figsize=(6.4, 4))
+    lr_of = {(r["experiment"], r["loss"]): r["lr"] for r in curves if "lr" in r}
+
+    def label(exp: str, loss: str) -> str:  # objectives ran at different lrs: say which
+        lr = lr_of.get((exp, loss))
+        return loss if lr is None else f"{loss}, lr {float(lr):.0e}"
+
+    def legend(ax: Any) -> None:
+        ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+
+    def panel(
+        exp: str, key: str, ylabel: str, name: str, smooth: int = 1, log: bool = False
+    ) -> None:
+        fig, ax = plt.subplots(figsize=(7.8, 4))
         drawn = False
         for i, loss in enumerate(cfg.losses):
             per_seed = series(exp, loss, key)
@@ -1043,14 +1138,21 @@ def _plots(cfg: ReasoningLongConfig, curves: list[dict[str, Any]], out: Path) ->
                 continue
             steps, mu, sd = seed_band(per_seed, smooth)
             ax.plot(
-                steps, mu, label=loss, color=f"C{i}", lw=2 if loss in ("adpo-pl", "opo") else 1.3
+                steps,
+                mu,
+                label=label(exp, loss),
+                color=f"C{i}",
+                lw=2 if loss in ("adpo-pl", "opo") else 1.3,
             )
-            ax.fill_between(steps, mu - sd, mu + sd, color=f"C{i}", alpha=0.12)
+            lo = np.maximum(mu - sd, mu / 10) if log else mu - sd  # log: a band above 0
+            ax.fill_between(steps, lo, mu + sd, color=f"C{i}", alpha=0.12)
             drawn = True
         if drawn:
-            ax.legend(frameon=False, fontsize=8)
+            legend(ax)
+            if log:
+                ax.set_yscale("log")
         ax.set_xlabel("RL optimizer step")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(ylabel + (" (log)" if log else ""))
         ax.set_title(f"{exp}: {ylabel} (mean ± std, {len(cfg.seeds)} seeds)", fontsize=10)
         fig.tight_layout()
         fig.savefig(out / f"{exp}_{name}.png", dpi=110)
@@ -1062,11 +1164,18 @@ def _plots(cfg: ReasoningLongConfig, curves: list[dict[str, Any]], out: Path) ->
         panel(exp, "reward", "training reward", "reward", smooth=9)
         panel(exp, "length", "completion length (tokens)", "length", smooth=9)
         panel(exp, "entropy", "policy entropy (nats/token)", "entropy", smooth=9)
-        panel(exp, "grad_norm", "gradient norm (before clipping)", "grad_norm", smooth=9)
-        panel(exp, "grad_efficiency", "gradient response efficiency", "grad_efficiency", smooth=9)
+        panel(exp, "grad_norm", "gradient norm (before clipping)", "grad_norm", smooth=9, log=True)
+        panel(
+            exp,
+            "grad_efficiency",
+            "gradient response efficiency",
+            "grad_efficiency",
+            smooth=9,
+            log=True,
+        )
         # OPO fig. 7a: gradient norm against mean reward (binned), each objective relative to
         # its own mean (all seeds pooled) so objectives with different loss scales share one axis
-        fig, ax = plt.subplots(figsize=(6.4, 4))
+        fig, ax = plt.subplots(figsize=(7.8, 4))
         for i, loss in enumerate(cfg.losses):
             pts = [
                 (float(r["reward"]), float(r["grad_norm"]))
@@ -1088,11 +1197,11 @@ def _plots(cfg: ReasoningLongConfig, curves: list[dict[str, Any]], out: Path) ->
             idx = np.clip(np.digitize(rw, bins) - 1, 0, 9)
             xs = [(bins[b] + bins[b + 1]) / 2 for b in range(10) if (idx == b).sum() >= 3]
             ys = [gn[idx == b].mean() for b in range(10) if (idx == b).sum() >= 3]
-            ax.plot(xs, ys, "o-", label=loss, color=f"C{i}", ms=3)
+            ax.plot(xs, ys, "o-", label=label(exp, loss), color=f"C{i}", ms=3)
         ax.set_xlabel("mean training reward of the step")
         ax.set_ylabel("gradient norm / the objective's mean (all seeds)")
         ax.set_title(f"{exp}: gradient norm against reward (binned)", fontsize=10)
-        ax.legend(frameon=False, fontsize=8)
+        legend(ax)
         fig.tight_layout()
         fig.savefig(out / f"{exp}_grad_vs_reward.png", dpi=110)
         plt.close(fig)
@@ -1142,7 +1251,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if cfg.quick:
         cfg = quick_config(cfg)
-    command = None if argv is None else shlex.join(["adpo", "bench", "reasoning-long", *argv])
+    command = bench_command("reasoning-long", argv)
     replot(cfg, command=command) if cfg.replot else run(cfg, command=command)
     return 0
 

@@ -11,12 +11,19 @@ Run::
     adpo bench saturation --out runs/sat
 
 Outputs ``saturation.csv`` (method, p, z, loss, grad), ``saturation.png`` (linear panel
-and log-scale zoom on p ≥ 0.5) and ``summary.json`` (|∂L/∂z| and the gradient response
-efficiency ‖∇‖ / (½·advantage range) at p = 0.6, 0.9, 0.99, 0.999).
+and log-scale zoom on p ≥ 0.5, each objective's fixed point marked) and ``summary.json``
+(|∂L/∂z|, the signed ∂L/∂z and the gradient response efficiency ‖∇‖ / (½·advantage range)
+at p = 0.6, 0.9, 0.99, 0.999, and ``fixed_point``: the confidence where ∂L/∂z changes
+sign, or None).
+
+Read the sign as well as the size: ``∂L/∂z < 0`` drives the policy toward ``y+`` (a descent
+step raises ``p``); past a loss's fixed point (ADPO's softmax target at ``p = q+``, OPO's
+``Δ* = ω̂/μ``) ``∂L/∂z > 0`` and the gradient pulls ``p`` back down, however large it is.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -29,10 +36,9 @@ import tyro
 from torch import Tensor
 
 from adpo._io import (
-    command_line,
     console,
-    environment,
     prepare_out,
+    provenance,
     write_csv,
     write_json,
 )
@@ -149,6 +155,21 @@ def p_grid(points: int) -> list[float]:
     return sorted(set(lin + tail + list(REPORT_P)))
 
 
+def fixed_point(
+    loss_fn: Callable[[Tensor], Tensor], curve: list[tuple[float, float]]
+) -> float | None:
+    """The confidence ``p`` where ``∂L/∂z`` turns from negative (toward ``y+``) to positive
+    (back toward lower ``p``): the first sign change along ``curve`` (``(p, ∂L/∂z)`` sorted
+    by ``p``), refined by bisection to float64 precision; None where it never changes."""
+    for (a, ga), (b, gb) in itertools.pairwise(curve):
+        if ga < 0 < gb:
+            for _ in range(60):
+                m = 0.5 * (a + b)
+                a, b = (m, b) if grad_at(loss_fn, m)[1] < 0 else (a, m)
+            return 0.5 * (a + b)
+    return None
+
+
 def run(cfg: SaturationConfig) -> dict:
     out = prepare_out(cfg.out)
     t0 = time.perf_counter()
@@ -173,22 +194,27 @@ def run(cfg: SaturationConfig) -> dict:
 
     summary: dict = {
         "experiment": "gradient saturation, binary-logit toy (OPO paper fig. 4), z_ref = 0",
-        "command": command_line(),
         "config": asdict(cfg),
         "half_advantage_range": half_range,
         "methods": {},
     }
     for name, fn in fns.items():
-        at = {str(p): abs(grad_at(fn, p)[1]) for p in REPORT_P}
+        signed = {str(p): grad_at(fn, p)[1] for p in REPORT_P}
+        at = {k: abs(v) for k, v in signed.items()}
         summary["methods"][name] = {
             "grad_abs": at,
+            "grad": signed,  # < 0: toward y+; > 0: back toward lower confidence
             "efficiency": {k: v / half_range for k, v in at.items()},
+            "fixed_point": fixed_point(
+                fn, [(r["p"], r["grad"]) for r in rows if r["method"] == name]
+            ),
         }
     summary["runtime_s"] = round(time.perf_counter() - t0, 3)
-    summary["environment"] = environment()
+    summary.update(provenance())
     write_json(out / "summary.json", summary)
     if cfg.plot:
-        plot(rows, list(fns), out / "saturation.png")
+        fixed = {n: m["fixed_point"] for n, m in summary["methods"].items()}
+        plot(rows, list(fns), out / "saturation.png", fixed)
     console.print(
         f"[bold]saturation[/]: wrote {out / 'saturation.csv'}, {out / 'summary.json'}"
         + (f", {out / 'saturation.png'}" if cfg.plot else "")
@@ -210,7 +236,12 @@ def _print_table(summary: dict) -> None:
     console.print(table)
 
 
-def plot(rows: list[dict], names: list[str], path: Path) -> None:
+def plot(
+    rows: list[dict], names: list[str], path: Path, fixed: dict[str, float | None] | None = None
+) -> None:
+    """|∂L/∂z| against p: (a) linear, (b) log on p ≥ 0.5 (logit axis). Where the gradient
+    pulls p back down (∂L/∂z > 0) the curve is dotted; ``fixed`` marks each objective's
+    fixed point (the sign change) with a circle."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,15 +261,24 @@ def plot(rows: list[dict], names: list[str], path: Path) -> None:
         "OPO-exact": dict(lw=1.5, ls="--", color="tab:green"),
     }
     for name in names:
-        pts = [(r["p"], r["grad_abs"]) for r in rows if r["method"] == name]
-        ps, gs = zip(*pts, strict=True)
+        mine = [r for r in rows if r["method"] == name]
         kw = {"lw": 1.3, **styles.get(name, {})}
-        lin = [(p, g) for p, g in pts if p <= 0.99]
-        ax_a.plot([p for p, _ in lin], [g for _, g in lin], label=name, **kw)
-        hi = [(p, max(g, floor)) for p, g in zip(ps, gs, strict=True) if p >= 0.5]
-        ax_b.plot([p for p, _ in hi], [g for _, g in hi], label=name, **kw)
+        for ax, keep in ((ax_a, lambda p: p <= 0.99), (ax_b, lambda p: p >= 0.5)):
+            pts = [(r["p"], max(r["grad_abs"], floor), r["grad"] > 0) for r in mine if keep(r["p"])]
+            toward = [(p, g) if not back else (p, math.nan) for p, g, back in pts]
+            pulled = [(p, g) if back else (p, math.nan) for p, g, back in pts]
+            ax.plot(*zip(*toward, strict=True), label=name, **kw)
+            if any(back for *_, back in pts):
+                ax.plot(*zip(*pulled, strict=True), **{**kw, "ls": ":"})
+        p_star = (fixed or {}).get(name)
+        if p_star is not None:
+            for ax in (ax_a, ax_b):
+                ax.plot([p_star], [floor if ax is ax_b else 0.0], "o", ms=7, mfc="none",
+                        mec=kw.get("color", "k"), mew=1.5, clip_on=False)  # fmt: skip
     ax_a.set(
-        xlabel="confidence p = σ(z)", ylabel="|∂L/∂z|", title="(a) gradient magnitude vs confidence"
+        xlabel="confidence p = σ(z)",
+        ylabel="|∂L/∂z|",
+        title="(a) gradient magnitude vs confidence\n(dotted: ∂L/∂z > 0, pulls p back; ○ fixed point)",
     )
     ax_b.set(
         xlabel="confidence p = σ(z)",

@@ -33,10 +33,9 @@ from typing import Any, Literal
 import torch
 
 from adpo._io import (
-    command_line,
     console,
-    environment,
     prepare_out,
+    provenance,
     write_csv,
     write_json,
 )
@@ -44,7 +43,10 @@ from adpo.data.arithmetic import ArithmeticTask
 from adpo.data.rows import load_rows, read_yaml_config
 from adpo.trainers.warm_start import supervised_warm_start
 
-__all__ = ["TrainOfflineArgs", "run"]
+__all__ = ["LIBRARIES", "TrainOfflineArgs", "run"]
+
+#: the libraries a run drives (recorded in its summary's environment)
+LIBRARIES = ("transformers", "accelerate")
 
 #: ListwiseConfig values of the embedded default (a tiny model needs a large learning rate)
 DEFAULT_TASK_CONFIG: dict[str, Any] = {
@@ -306,8 +308,7 @@ def run(args: TrainOfflineArgs) -> dict[str, Any]:
         "cpu_seconds": round(time.process_time() - cpu0, 1),
         "loadavg": list(os.getloadavg()),
         "torch_threads": torch.get_num_threads(),
-        "command": command_line(),
-        "environment": environment(),
+        **provenance(LIBRARIES),
         "cli_args": asdict(args),
     }
     write_json(out / "summary.json", summary)

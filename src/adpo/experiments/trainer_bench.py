@@ -24,7 +24,8 @@ peak memory is its own:
 a slow spell of the machine does not fall on one trainer; the medians pool all rounds.
 Ratios are against GRPO measured in the same run. Writes ``results.csv``,
 ``summary.json`` (with the command, the load average before and after each trainer,
-threads) and ``trainer_bench.png``.
+and the environment: code version, TRL/transformers/accelerate versions, the workers'
+torch threads, device) and ``trainer_bench.png``.
 
 Micro-batches smaller than a group (``micro_batch``): every trainer, GRPO included,
 accumulates ``prompts_per_step · G / micro_batch`` micro-batches per optimizer step, one
@@ -61,11 +62,11 @@ from typing import Any, Literal
 import tyro
 
 from adpo._io import (
-    command_line,
+    HF_TRAINING,
     console,
-    environment,
     prepare_out,
     progress_bar,
+    provenance,
     write_csv,
     write_json,
 )
@@ -330,6 +331,7 @@ def measure(cfg: TrainerBenchConfig, row: str) -> dict[str, Any]:
         "load_1min": [load_before, os.getloadavg()[0]],
         "mean_completion_length": statistics.fmean(lengths) if lengths else float("nan"),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "threads": torch.get_num_threads(),  # the worker's own (the summary records these)
     }
 
 
@@ -474,14 +476,18 @@ def run(cfg: TrainerBenchConfig) -> dict[str, Any]:
                     f.write(json.dumps({"round": k, **runs[row][-1]}) + "\n")
                 bar.advance(job)
     rows = table(cfg, runs)
+    threads = {r["threads"] for rs in runs.values() for r in rs}  # the workers', not this process's
     summary = {
         "rows": rows,
         "steps": {row: [r["steps"] for r in rs] for row, rs in runs.items()},
         "peak_memory_mb": {row: [r["peak_memory_mb"] for r in rs] for row, rs in runs.items()},
         "goals": {"bounds": GOALS, "met": goals(rows) if cfg.micro_batch else {}},
         "config": asdict(cfg),
-        "command": command_line(),
-        "environment": environment(libraries=("transformers", "trl", "accelerate")),
+        **provenance(
+            HF_TRAINING,
+            device=cfg.device,
+            threads=threads.pop() if len(threads) == 1 else None,
+        ),
         "load_average_start": load_start,
         "load_average": os.getloadavg(),
         "wall_s": time.perf_counter() - t0,
