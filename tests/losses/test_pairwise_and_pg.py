@@ -241,3 +241,176 @@ def test_k3_clamp_bounds_the_kl_terms_as_verl_does():
     torch.testing.assert_close(got.metrics["kl"], (d.exp() - d - 1).clamp(max=10).mean())
     with pytest.raises(ValueError, match=r"`kl_clamp` must be > 0"):
         grpo_loss(lp, lp.detach(), adv, beta=1.0, ref_logps=ref, kl_clamp=0.0)
+
+
+# ---- every metric against a plain reference (the keys are public: trainers log them) --
+
+
+def _binary_entropy(p):
+    return 0.0 if p in (0.0, 1.0) else -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+@pytest.mark.parametrize("fn", [dpo_loss, ipo_loss])
+def test_pair_metrics_against_a_per_pair_reference(fn):
+    beta = 0.7
+    cw, rl, rw, rr = rand(4, 6).unbind(0)
+    rl[2], rr[2] = cw[2], rw[2]  # z = 0 exactly: a tie is not a correct ranking
+    kw = {"label_smoothing": 0.2} if fn is dpo_loss else {}
+    out = fn(cw, rl, rw, rr, beta=beta, **kw)
+    dw, dl = (cw - rw).tolist(), (rl - rr).tolist()
+    z = [a - b for a, b in zip(dw, dl, strict=True)]
+    assert z[2] == 0.0
+    p = [1 / (1 + math.exp(-beta * zi)) for zi in z]
+    expected = {
+        "reward_accuracy": sum(zi > 0 for zi in z) / 6,
+        "margin": beta * sum(z) / 6,
+        "chosen_reward": beta * sum(dw) / 6,
+        "rejected_reward": beta * sum(dl) / 6,
+        "anchored_entropy": sum(_binary_entropy(pi) for pi in p) / 6,
+        "delta_abs_mean": sum(abs(d) for d in dw + dl) / 12,
+        "delta_abs_max": max(abs(d) for d in dw + dl),
+    }
+    if fn is dpo_loss:
+        expected["target_entropy"] = _binary_entropy(0.2)
+    assert set(out.metrics) == set(expected)
+    for k, v in expected.items():
+        assert out.metrics[k].dtype == D, k
+        torch.testing.assert_close(out.metrics[k], torch.tensor(v, dtype=D), msg=k)
+    # a hard label has no entropy
+    assert dpo_loss(cw, rl, rw, rr).metrics["target_entropy"] == 0
+
+
+def _pg_metrics_reference(lp, old, adv, mask, lo=None, hi=None, c=None, clip_ratio=None):
+    """The token baselines' metrics, token by token in float64 Python. ``adv`` is per token;
+    ``clip_ratio`` (default πθ/π_old) is the ratio the clip reads (GSPO: the sequence one)."""
+    lead = lp.shape[:-1]
+    n_tok, sums = 0, {}
+    acc = {"ratio": 0.0, "kl": 0.0, "low": 0, "high": 0, "dual": 0}
+    for idx in itertools.product(*(range(n) for n in lp.shape)):
+        sums.setdefault(idx[:-1], 0.0)
+        if not mask[idx]:
+            continue
+        d = float(lp[idx] - old[idx])
+        r = math.exp(d) if clip_ratio is None else float(clip_ratio[idx])
+        a = float(adv[idx])
+        n_tok += 1
+        sums[idx[:-1]] += d
+        acc["ratio"] += math.exp(d)
+        acc["kl"] += math.exp(d) - 1 - d
+        if lo is not None:
+            acc["low"] += r < 1 - lo and a < 0
+            acc["high"] += r > 1 + hi and a > 0
+        if c is not None:
+            loss = max(-a * r, -a * min(max(r, 1 - lo), 1 + hi))
+            acc["dual"] += a < 0 and loss > -a * c
+    s = [abs(v) for v in sums.values()]
+    out = {
+        "ratio_mean": acc["ratio"] / n_tok,
+        "approx_kl": acc["kl"] / n_tok,
+        "delta_abs_mean": sum(s) / len(s),
+        "delta_abs_max": max(s),
+    }
+    if lo is not None:
+        out["clip_frac_low"] = acc["low"] / n_tok
+        out["clip_frac_high"] = acc["high"] / n_tok
+        out["clip_frac"] = (acc["low"] + acc["high"]) / n_tok
+    if c is not None:
+        out["clip_frac_dual"] = acc["dual"] / n_tok
+    if len(lead) == 2 and lead[1] > 1:  # [B, G]: entropy of softmax over the group's Δ sums
+        ent = 0.0
+        for b in range(lead[0]):
+            row = [sums[(b, g)] for g in range(lead[1])]
+            top = max(row)
+            z = sum(math.exp(x - top) for x in row)
+            ent -= sum(math.exp(x - top) / z * (x - top - math.log(z)) for x in row)
+        out["anchored_entropy"] = ent / lead[0]
+    return out
+
+
+def _aggregate_reference(x, mask, mode):
+    """``loss_agg_mode`` written out sequence by sequence."""
+    seqs = [(x[i][mask[i]]) for i in itertools.product(*(range(n) for n in x.shape[:-1]))]
+    if mode == "token-mean":
+        return (sum(s.sum() for s in seqs) / sum(len(s) for s in seqs)).item()
+    if mode == "seq-mean-token-mean":
+        return (sum(s.mean() for s in seqs) / len(seqs)).item()
+    if mode == "seq-mean-token-sum":
+        return (sum(s.sum() for s in seqs) / len(seqs)).item()
+    return (sum(s.sum() for s in seqs) / (len(seqs) * x.shape[-1])).item()
+
+
+def _assert_metrics(got, expected):
+    assert set(got) == set(expected)
+    for k, v in expected.items():
+        assert got[k].dtype == D, k
+        torch.testing.assert_close(got[k], torch.tensor(v, dtype=D), msg=k)
+
+
+def _boundary_tokens():
+    """[B=2, G=3, T=4] token inputs whose ratios hit the clip bounds exactly (0.75 = 1 − 0.25,
+    1.5 = 1 + 0.5 and the dual-clip constant 2 are exact in float64), tokens with A = 0 outside
+    the window, and a one-token sequence; the other tokens are random."""
+    g = torch.Generator().manual_seed(7)
+    old = torch.zeros(2, 3, 4, dtype=D)
+    lp = 0.8 * torch.randn(2, 3, 4, generator=g, dtype=D)
+    adv = torch.randn(2, 3, 4, generator=g, dtype=D)
+    exact = {  # (b, g, t): (ratio, advantage)
+        (0, 0, 0): (0.75, -1.0),  # on the low bound: the clip does not bind yet
+        (0, 0, 1): (1.5, 1.0),  # on the high bound
+        (0, 0, 2): (2.0, -0.5),  # on the dual-clip cap c = 2
+        (0, 1, 0): (0.5, 0.0),  # outside the window but no advantage: nothing to clip
+        (0, 1, 1): (2.0, 0.0),
+        (1, 2, 0): (0.5, -1.0),  # clipped low
+        (1, 2, 1): (3.0, 2.0),  # clipped high
+    }
+    for idx, (ratio, a) in exact.items():
+        lp[idx] = math.log(ratio)
+        adv[idx] = a
+    mask = torch.ones(2, 3, 4, dtype=torch.bool)
+    mask[1, 0, 1:] = False  # a one-token sequence
+    mask[0, 2, 2:] = False
+    return lp, old, adv, mask
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+def test_token_baselines_metrics_against_a_per_token_reference(mode):
+    lp, old, adv, mask = _boundary_tokens()
+    ref = 0.3 * rand(2, 3, 4)
+    kw = {"clip_eps": 0.25, "clip_eps_high": 0.5, "loss_agg_mode": mode}
+    ppo = ppo_loss(lp, old, adv, mask, clip_ratio_c=2.0, **kw)
+    _assert_metrics(ppo.metrics, _pg_metrics_reference(lp, old, adv, mask, 0.25, 0.5, 2.0))
+    assert ppo.metrics["clip_frac_dual"] > 0
+    grpo = grpo_loss(lp, old, adv, mask, beta=0.1, ref_logps=ref, **kw)
+    expected = _pg_metrics_reference(lp, old, adv, mask, 0.25, 0.5)
+    k3 = ((ref - lp).exp() - (ref - lp) - 1)[mask]
+    _assert_metrics(grpo.metrics, {**expected, "ref_kl": k3.mean().item()})
+    dapo = dapo_loss(lp, old, adv, mask, clip_eps_low=0.25, clip_eps_high=0.5, loss_agg_mode=mode)
+    _assert_metrics(dapo.metrics, expected)
+    kl = kl_penalty_loss(lp, old, adv, mask, loss_agg_mode=mode)
+    d = lp - old
+    k3 = _aggregate_reference(d.exp() - 1 - d, mask, mode)
+    _assert_metrics(kl.metrics, {**_pg_metrics_reference(lp, old, adv, mask), "kl": k3})
+    # GSPO clips the sequence ratio s = exp(mean_t Δ), the same for every token of a sequence
+    s = (((lp - old) * mask).sum(-1) / mask.sum(-1)).exp()
+    gspo = gspo_loss(lp, old, adv, mask, **kw)
+    expected = _pg_metrics_reference(
+        lp, old, adv, mask, 0.25, 0.5, clip_ratio=s[..., None].expand_as(lp)
+    )
+    _assert_metrics(gspo.metrics, {**expected, "seq_ratio_mean": s.mean().item()})
+
+
+@pytest.mark.parametrize(
+    "shape, grouped",
+    [((5, 3), False), ((1, 3, 2), True), ((2, 2, 2), True), ((3, 1, 2), False)],
+)
+def test_anchored_entropy_only_for_groups_of_several(shape, grouped):
+    """[N, T] rows are not a group, and a group of one has no distribution to measure."""
+    lp, old, adv = rand(*shape) * 0.1, rand(*shape) * 0.1, rand(*shape[:-1])
+    for fn in (ppo_loss, grpo_loss, dapo_loss, gspo_loss, kl_penalty_loss):
+        out = fn(lp, old, adv)
+        assert ("anchored_entropy" in out.metrics) is grouped, fn.__name__
+    ones = torch.ones(shape, dtype=torch.bool)
+    expected = _pg_metrics_reference(lp, old, adv[..., None].expand(shape), ones)
+    metrics = dict(kl_penalty_loss(lp, old, adv).metrics)
+    del metrics["kl"]
+    _assert_metrics(metrics, expected)
