@@ -56,6 +56,73 @@ def test_softmax_and_top1_targets():
     torch.testing.assert_close(q.sum(-1), torch.ones(1, dtype=D))
 
 
+def test_raw_score_targets_never_read_a_missing_candidate():
+    r = torch.tensor([[3.0, 1.0, float("nan"), 0.0]])
+    valid = torch.tensor([[True, True, False, True]])
+    q = softmax_targets(r, beta=2.0, valid=valid, standardize=False)
+    e = torch.exp(torch.tensor([1.5, 0.5, 0.0]))
+    torch.testing.assert_close(q[0, [0, 1, 3]], e / e.sum())
+    assert q[0, 2] == 0
+
+
+def _explicit_target_loss(logps, ref, q):
+    return -(q * torch.log_softmax(logps - ref, -1)).sum(-1).mean()
+
+
+def test_explicit_targets_in_the_loss_precision_are_used_as_given():
+    """A float64 q for a float64 loss is not renormalised (its rounding is the loss's own);
+    it may miss 1 by 1e-8, not by 1e-6. A float32 q for a float32 loss may miss by 1e-4."""
+    logps, ref = rand(2, 4), rand(2, 4)
+    q = torch.softmax(rand(2, 4), -1)
+    q_off = q * (1 - 5e-9)
+    got = adpo_loss(logps, ref, targets=q_off).loss
+    torch.testing.assert_close(got, _explicit_target_loss(logps, ref, q_off), rtol=1e-14, atol=0)
+    assert got != _explicit_target_loss(logps, ref, q)
+    with pytest.raises(ValueError, match="sum to 1"):
+        adpo_loss(logps, ref, targets=q * (1 + 1e-6))
+    with pytest.raises(ValueError, match="sum to 1"):
+        adpo_loss(logps, ref, targets=q * 1.5)
+    q32 = q.float() * (1 + 5e-5)
+    got = adpo_loss(logps.float(), ref.float(), targets=q32).loss
+    torch.testing.assert_close(got, _explicit_target_loss(logps.float(), ref.float(), q32))
+
+
+def test_coarse_targets_tolerance_is_twice_their_epsilon():
+    """bfloat16 targets (ε = 2⁻⁷) may miss 1 by 2ε, then are renormalised; 2.5ε is refused."""
+    logps, ref = rand(1, 4), rand(1, 4)
+    eps = torch.finfo(torch.bfloat16).eps
+    ok = torch.tensor([[0.25, 0.25, 0.25, 0.25 + 1.5 * eps]]).bfloat16()
+    bad = torch.tensor([[0.25, 0.25, 0.25, 0.25 + 2.5 * eps]]).bfloat16()
+    assert ok.double().sum() - 1 == 1.5 * eps and bad.double().sum() - 1 == 2.5 * eps
+    q = ok.double() / ok.double().sum()
+    torch.testing.assert_close(
+        adpo_loss(logps, ref, targets=ok).loss, _explicit_target_loss(logps, ref, q)
+    )
+    with pytest.raises(ValueError, match="sum to 1"):
+        adpo_loss(logps, ref, targets=bad)
+
+
+def test_integer_targets_are_hard_labels():
+    """An integer one-hot row is a distribution like its float copy; a row of two ones is not."""
+    logps, ref = rand(2, 3), rand(2, 3)
+    hard = torch.tensor([[0, 1, 0], [1, 0, 0]])
+    torch.testing.assert_close(
+        adpo_loss(logps, ref, targets=hard).loss,
+        adpo_loss(logps, ref, targets=hard.to(D)).loss,
+        rtol=0,
+        atol=0,
+    )
+    with pytest.raises(ValueError, match=r"row 1 sums to 2"):
+        adpo_loss(logps, ref, targets=torch.tensor([[0, 1, 0], [1, 1, 0]]))
+
+
+def test_a_bad_target_row_is_named():
+    q = torch.softmax(rand(3, 4), -1)
+    q[1] *= 2
+    with pytest.raises(ValueError, match=r"row 1 sums to 2"):
+        kd_loss(rand(3, 4), q)
+
+
 # ---------------------------------------------------------------- closed forms
 
 
