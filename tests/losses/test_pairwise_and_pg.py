@@ -414,3 +414,123 @@ def test_anchored_entropy_only_for_groups_of_several(shape, grouped):
     metrics = dict(kl_penalty_loss(lp, old, adv).metrics)
     del metrics["kl"]
     _assert_metrics(metrics, expected)
+
+
+def test_sft_metrics_are_the_unweighted_token_mean_nll():
+    lp = -rand(3, 4).abs()
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    out = sft_loss(lp, mask, weights=torch.tensor([2.0, 0.0, 1.0], dtype=D))
+    nll = -lp[mask].mean()
+    _assert_metrics(out.metrics, {"nll": nll.item(), "perplexity": nll.exp().item()})
+
+
+def test_low_precision_inputs_are_computed_in_float32_and_float64_wins():
+    """bfloat16 log-probs give a float32 loss equal to the float32 loss of the same values;
+    one float64 input makes the whole computation float64."""
+    g = torch.Generator().manual_seed(5)
+    x = [torch.randn(3, 4, generator=g) * 0.2 for _ in range(3)]
+    adv = torch.randn(3, generator=g)
+    calls = {
+        "ppo": lambda a, b, c: ppo_loss(a, b, adv),
+        "grpo": lambda a, b, c: grpo_loss(a, b, adv, beta=0.1, ref_logps=c),
+        "dapo": lambda a, b, c: dapo_loss(a, b, adv),
+        "gspo": lambda a, b, c: gspo_loss(a, b, adv, clip_eps=0.1, clip_eps_high=0.1),
+        "kl": lambda a, b, c: kl_penalty_loss(a, b, adv),
+        "sft": lambda a, b, c: sft_loss(a),
+        "dpo": lambda a, b, c: dpo_loss(a[0], a[1], b[0], b[1]),
+        "ipo": lambda a, b, c: ipo_loss(a[0], a[1], b[0], b[1]),
+    }
+    for name, call in calls.items():
+        low = call(*(t.bfloat16() for t in x))
+        want = call(*(t.bfloat16().float() for t in x))
+        assert low.loss.dtype == torch.float32, name
+        torch.testing.assert_close(low.loss, want.loss, rtol=0, atol=0, msg=name)
+        mixed = call(x[0].double(), x[1], x[2])
+        assert mixed.loss.dtype == D, name
+        if name not in ("sft",):
+            mixed = call(x[0], x[1].double(), x[2])
+            assert mixed.loss.dtype == D, name
+
+
+def test_documented_defaults():
+    """β = 0.1 (DPO, IPO); clip 0.2 (PPO, GRPO), 0.2/0.28 (DAPO), 3e-4/4e-4 (GSPO); KL
+    penalty β = 1 with k3; the aggregation each docstring names."""
+    g = torch.Generator().manual_seed(11)
+    old = torch.randn(4, 3, 6, generator=g, dtype=D) * 0.1
+    lp = old + torch.randn(4, 3, 6, generator=g, dtype=D) * 0.4
+    adv = torch.randn(4, 3, generator=g, dtype=D)
+    # GSPO-sized steps: sequence ratios 1 ± 3.5e-4, between its default ranges 3e-4 and 4e-4
+    lp_small = old + 3.5e-4 * adv.sign()[..., None] + torch.randn(4, 3, 6, generator=g) * 1e-5
+    mask = torch.rand(4, 3, 6, generator=g) > 0.3
+    mask[..., 0] = True
+    pairs = [torch.randn(5, generator=g, dtype=D) * 3 for _ in range(4)]
+    same = [
+        (dpo_loss(*pairs), dpo_loss(*pairs, beta=0.1, label_smoothing=0.0)),
+        (ipo_loss(*pairs), ipo_loss(*pairs, beta=0.1)),
+        (
+            ppo_loss(lp, old, adv, mask),
+            ppo_loss(
+                lp,
+                old,
+                adv,
+                mask,
+                clip_eps=0.2,
+                clip_eps_high=0.2,
+                clip_ratio_c=None,
+                loss_agg_mode="token-mean",
+            ),
+        ),
+        (
+            grpo_loss(lp, old, adv, mask),
+            grpo_loss(
+                lp,
+                old,
+                adv,
+                mask,
+                clip_eps=0.2,
+                clip_eps_high=0.2,
+                beta=0.0,
+                loss_agg_mode="seq-mean-token-mean",
+            ),
+        ),
+        (
+            dapo_loss(lp, old, adv, mask),
+            dapo_loss(
+                lp, old, adv, mask, clip_eps_low=0.2, clip_eps_high=0.28, loss_agg_mode="token-mean"
+            ),
+        ),
+        (
+            gspo_loss(lp_small, old, adv, mask),
+            gspo_loss(
+                lp_small,
+                old,
+                adv,
+                mask,
+                clip_eps=3e-4,
+                clip_eps_high=4e-4,
+                loss_agg_mode="seq-mean-token-mean",
+            ),
+        ),
+        (
+            kl_penalty_loss(lp, old, adv, mask),
+            kl_penalty_loss(
+                lp, old, adv, mask, beta=1.0, kl_estimator="k3", loss_agg_mode="token-mean"
+            ),
+        ),
+        (sft_loss(lp, mask), sft_loss(lp, mask, loss_agg_mode="token-mean")),
+    ]
+    for a, b in same:
+        torch.testing.assert_close(a.loss, b.loss, rtol=0, atol=0)
+    # and each default binds on these inputs (another value gives another loss)
+    differ = [
+        (dpo_loss(*pairs, beta=1.1), same[0][0]),
+        (ipo_loss(*pairs, beta=1.1), same[1][0]),
+        (ppo_loss(lp, old, adv, mask, clip_eps_high=0.3), same[2][0]),
+        (grpo_loss(lp, old, adv, mask, clip_eps_high=0.3), same[3][0]),
+        (dapo_loss(lp, old, adv, mask, clip_eps_high=0.2), same[4][0]),
+        (gspo_loss(lp_small, old, adv, mask, clip_eps_high=3e-4), same[5][0]),
+        (gspo_loss(lp_small, old, adv, mask, clip_eps=4e-4), same[5][0]),
+        (kl_penalty_loss(lp, old, adv, mask, kl_estimator="k2"), same[6][0]),
+    ]
+    for a, b in differ:
+        assert not torch.isclose(a.loss, b.loss, rtol=1e-9, atol=0)
