@@ -353,3 +353,41 @@ def test_coarse_dtype_targets_are_accepted_to_their_rounding_and_renormalised():
     # but a bf16 row that is far from a distribution is still refused
     with pytest.raises(ValueError, match="sum to 1"):
         kd_loss(x, (q16.float() * 1.1).to(torch.bfloat16))
+
+
+def test_integer_and_float_masks_mean_what_boolean_masks_mean():
+    """Mask convention: True or 1 counts. A 0/1 mask of any dtype gives the boolean result."""
+    tok, ref_tok = torch.randn(B, G, T), torch.randn(B, G, T)
+    mask = torch.rand(B, G, T) > 0.4
+    mask[..., 0] = True
+    valid = torch.ones(B, G, dtype=torch.bool)
+    valid[0, 1] = False
+    want = adpo_loss(tok, ref_tok, r, mask=mask, valid=valid).loss
+    want_ppo = ppo_loss(tok, ref_tok, r, mask).loss
+    for dtype in (torch.int64, torch.uint8, torch.float32):
+        got = adpo_loss(tok, ref_tok, r, mask=mask.to(dtype), valid=valid.to(dtype)).loss
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        torch.testing.assert_close(ppo_loss(tok, ref_tok, r, mask.to(dtype)).loss, want_ppo)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_per_prompt_tau_tensor_is_checked_elementwise(bad):
+    tau = torch.tensor([1.0, bad])
+    with pytest.raises(ValueError, match=r"^adpo_loss: `tau` must be finite and > 0"):
+        adpo_loss(lp, ref, r, tau=tau)
+    with pytest.raises(ValueError, match=r"^reverse_adpo_loss: `tau` must be finite and > 0"):
+        reverse_adpo_loss(lp, ref, r, tau=tau)
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, float("nan"), "1.0", None])
+def test_positive_scalars_refuse_zero_nan_and_non_numbers(bad):
+    with pytest.raises(ValueError, match=r"^adpo_loss: `beta` must be finite and > 0"):
+        adpo_loss(lp, ref, r, beta=bad)
+
+
+def test_logps_of_four_axes_are_refused():
+    x = torch.randn(B, G, T, 2)
+    with pytest.raises(ValueError, match=r"^adpo_loss: `logps` must be \[B, G\] or \[B, G, T\]"):
+        adpo_loss(x, x, r)
+    with pytest.raises(ValueError, match=r"^opo_loss: `logps` must be \[B, G\] or \[B, G, T\]"):
+        opo_loss(x, x, r)
