@@ -459,8 +459,10 @@ def test_documented_defaults():
     old = torch.randn(4, 3, 6, generator=g, dtype=D) * 0.1
     lp = old + torch.randn(4, 3, 6, generator=g, dtype=D) * 0.4
     adv = torch.randn(4, 3, generator=g, dtype=D)
-    # GSPO-sized steps: sequence ratios 1 ± 3.5e-4, between its default ranges 3e-4 and 4e-4
-    lp_small = old + 3.5e-4 * adv.sign()[..., None] + torch.randn(4, 3, 6, generator=g) * 1e-5
+    # GSPO-sized steps: sequence ratios 1 ± 3.5e-4 (between its default ranges 3e-4 and 4e-4)
+    # and 1 ± 5e-4 (beyond both)
+    step = torch.tensor([3.5e-4, 5e-4, 3.5e-4], dtype=D)[None, :] * adv.sign()
+    lp_small = old + step[..., None] + torch.randn(4, 3, 6, generator=g) * 1e-5
     mask = torch.rand(4, 3, 6, generator=g) > 0.3
     mask[..., 0] = True
     pairs = [torch.randn(5, generator=g, dtype=D) * 3 for _ in range(4)]
@@ -530,7 +532,85 @@ def test_documented_defaults():
         (dapo_loss(lp, old, adv, mask, clip_eps_high=0.2), same[4][0]),
         (gspo_loss(lp_small, old, adv, mask, clip_eps_high=3e-4), same[5][0]),
         (gspo_loss(lp_small, old, adv, mask, clip_eps=4e-4), same[5][0]),
+        (gspo_loss(lp_small, old, adv, mask, clip_eps_high=1e-3), same[5][0]),
         (kl_penalty_loss(lp, old, adv, mask, kl_estimator="k2"), same[6][0]),
     ]
     for a, b in differ:
         assert not torch.isclose(a.loss, b.loss, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("name", ["ppo", "grpo", "dapo", "gspo", "kl", "sft"])
+def test_token_padding_is_never_read(name):
+    """Positions outside ``mask`` may hold NaN or -inf (padding), in every input."""
+    g = torch.Generator().manual_seed(2)
+    lp, old, ref = (torch.randn(2, 3, 5, generator=g, dtype=D) * 0.2 for _ in range(3))
+    adv = torch.randn(2, 3, 5, generator=g, dtype=D)  # per token, so padding can hold NaN
+    mask = torch.rand(2, 3, 5, generator=g) > 0.3
+    mask[..., 0] = True
+    calls = {
+        "ppo": lambda a, b, c, d: ppo_loss(a, b, d, mask),
+        "grpo": lambda a, b, c, d: grpo_loss(a, b, d, mask, beta=0.1, ref_logps=c),
+        "dapo": lambda a, b, c, d: dapo_loss(a, b, d, mask),
+        "gspo": lambda a, b, c, d: gspo_loss(a, b, d, mask, clip_eps=0.1, clip_eps_high=0.1),
+        "kl": lambda a, b, c, d: kl_penalty_loss(a, b, d, mask),
+        "sft": lambda a, b, c, d: sft_loss(a, mask),
+    }
+    clean = calls[name](lp, old, ref, adv).loss
+    junk = [
+        t.masked_fill(~mask, v)
+        for t, v in zip((lp, old, ref, adv), (math.nan, -math.inf, math.nan, math.nan), strict=True)
+    ]
+    torch.testing.assert_close(calls[name](*junk).loss, clean, rtol=0, atol=0)
+
+
+def test_aggregation_of_a_single_token_and_of_groups():
+    x = rand(2, 3, 4)
+    one = torch.zeros(2, 3, 4, dtype=torch.bool)
+    one[1, 2, 3] = True
+    assert aggregate_tokens(x, one, "token-mean") == x[1, 2, 3]
+    m = torch.rand(2, 3, 4) > 0.5
+    m[..., 0] = True
+    torch.testing.assert_close(
+        aggregate_tokens(x, m, "seq-mean-token-sum-norm"), (x * m).sum() / (6 * 4)
+    )
+    lens = m.sum(-1, keepdim=True)
+    torch.testing.assert_close(
+        aggregate_tokens(x, m, "seq-mean-token-mean"), ((x * m) / lens).sum() / 6
+    )
+    lp = torch.tensor([[-0.3]], dtype=D)  # one sequence of one token
+    torch.testing.assert_close(
+        ppo_loss(lp, lp - 0.1, torch.tensor([2.0], dtype=D)).loss,
+        -2.0 * torch.tensor(0.1, dtype=D).exp(),
+    )
+
+
+def test_the_token_losses_compute_in_the_log_probs_dtype():
+    """float32 log-probs with float64 advantages, reference or exact KL: a float32 loss."""
+    lp, old, ref = torch.randn(3, 4) * 0.1, torch.randn(3, 4) * 0.1, torch.randn(3, 4) * 0.1
+    adv = torch.randn(3, dtype=D)
+    outs = [
+        ppo_loss(lp, old, adv),
+        grpo_loss(lp, old, adv.float(), beta=0.1, ref_logps=ref.double()),
+        kl_penalty_loss(lp, old, adv.float(), exact_kl=adv.abs()),
+        sft_loss(lp, weights=adv),
+    ]
+    for out in outs:
+        assert out.loss.dtype == torch.float32
+
+
+def test_kl_options_at_their_range_ends():
+    """kl_clamp may be any positive value (0.5 clamps at 0.5); beta = 0 removes the penalty;
+    an exact KL per sequence of grouped inputs is [B, G]."""
+    lp = torch.zeros(1, 3, dtype=D)
+    ref = torch.tensor([[0.0, 1.0, 3.0]], dtype=D)
+    k3 = (ref - lp).exp() - (ref - lp) - 1
+    out = grpo_loss(lp, lp, torch.zeros(1, dtype=D), beta=1.0, ref_logps=ref, kl_clamp=0.5)
+    torch.testing.assert_close(out.metrics["ref_kl"], k3.clamp(max=0.5).mean())
+    x, old, adv = rand(2, 3, 4) * 0.1, rand(2, 3, 4) * 0.1, rand(2, 3)
+    surrogate = (-(x - old).exp() * adv[..., None]).mean()
+    torch.testing.assert_close(kl_penalty_loss(x, old, adv, beta=0.0).loss, surrogate)
+    exact = rand(2, 3).abs()
+    got = kl_penalty_loss(x, old, adv, beta=0.5, exact_kl=exact).loss
+    torch.testing.assert_close(got, surrogate + 0.5 * exact.mean())
+    with pytest.raises(ValueError, match=r"^kl_penalty_loss: `exact_kl` must have shape \(2, 3\)"):
+        kl_penalty_loss(x, old, adv, exact_kl=exact[0])
