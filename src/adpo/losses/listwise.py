@@ -92,6 +92,7 @@ def plackett_luce_nll(
     Returns:
         ``[B]`` loss per prompt (summed over positions).
     """
+    check_choice("plackett_luce_nll", "ties", ties, ("breslow", "efron"))
     r = rewards.detach()
     vi, vj = valid[:, :, None], valid[:, None, :]  # (B, G, 1), (B, 1, G)
     ri, rj = r[:, :, None], r[:, None, :]
