@@ -116,6 +116,16 @@ def test_integer_targets_are_hard_labels():
         adpo_loss(logps, ref, targets=torch.tensor([[0, 1, 0], [1, 1, 0]]))
 
 
+def test_a_missing_candidates_target_is_never_read():
+    logps = rand(2, 4)
+    valid = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    q = torch.softmax(torch.where(valid, rand(2, 4), -math.inf), -1)
+    want = kd_loss(logps, q, valid=valid).loss
+    torch.testing.assert_close(
+        kd_loss(logps, q.masked_fill(~valid, math.nan), valid=valid).loss, want
+    )
+
+
 def test_a_bad_target_row_is_named():
     q = torch.softmax(rand(3, 4), -1)
     q[1] *= 2
