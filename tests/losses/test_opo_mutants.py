@@ -300,3 +300,16 @@ def test_errors_name_opo_loss_and_the_argument():
             call()
         assert str(err.value).startswith("opo_loss: "), str(err.value)
         assert needle in str(err.value), str(err.value)
+
+
+def test_the_loss_dtype_follows_the_log_probs():
+    """float32 log-probs give a float32 loss and metrics with float64 rewards or ``omega``."""
+    logps, ref = torch.randn(2, 4), torch.randn(2, 4)
+    r, omega = rand(2, 4), rand(2, 4)
+    for out in (
+        opo_loss(logps, ref, r),
+        opo_loss(logps, ref, r, ratio="exact", mu=3.0),
+        opo_loss(logps, ref, r, omega=omega),
+    ):
+        assert out.loss.dtype == torch.float32
+        assert all(v.dtype == torch.float32 for v in out.metrics.values())
