@@ -104,11 +104,12 @@ def _assert_metrics(got, expected):
 
 
 def _group():
-    """B = 4, G = 4 with a missing candidate in row 1, two counted in row 2 and a flat row 3
-    (its missing slot's reward, NaN, is never read)."""
+    """B = 4, G = 4: row 1 misses a candidate and its counted rewards are flat (the missing
+    one's would not be), row 2 counts two, row 3 is flat and its missing slot's reward, NaN,
+    is never read."""
     logps, ref = rand(4, 4), rand(4, 4)
     r = torch.tensor(
-        [[0.3, -1.0, 2.0, 0.5], [1.0, 0.0, 9.0, 0.5], [-2.0, 5.0, 5.0, 3.0], [1, 1, 1, math.nan]],
+        [[0.3, -1.0, 2.0, 0.5], [1.0, 1.0, 9.0, 1.0], [-2.0, 5.0, 5.0, 3.0], [1, 1, 1, math.nan]],
         dtype=D,
     )
     valid = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 1], [1, 0, 0, 1], [1, 1, 1, 0]], dtype=torch.bool)
