@@ -19,8 +19,9 @@ One small interface for every trainer:
   **kwargs)`` without gradient, e.g. ``fn = lambda m, batch: sequence_logps(m, batch)``.
 
 Snapshots live on the model's device and cost one model's memory; they are refreshed
-in place (no re-allocation). With PEFT adapters, a fixed anchor can be the base model
-with adapters disabled instead of a copy (the trainers do that).
+in place (no re-allocation). With PEFT adapters, a fixed anchor can be a frozen copy of
+the adapter as it was (TRL's ``"ref"`` adapter) instead of a copy of the model (the online
+trainers do that: the bare base model is the initial policy only for an untrained adapter).
 """
 
 from __future__ import annotations

@@ -69,12 +69,17 @@ def tiny_qwen3(
     num_kv_heads: int = 2,
     intermediate_size: int | None = None,
     max_position_embeddings: int = 256,
+    attention_dropout: float = 0.0,
     pad_token_id: int = 0,
     bos_token_id: int = 1,
     eos_token_id: int = 2,
     seed: int = 0,
 ):
-    """A randomly initialised ``Qwen3ForCausalLM`` built from a config (float32)."""
+    """A randomly initialised ``Qwen3ForCausalLM`` built from a config (float32).
+
+    ``attention_dropout`` is the dropout rate on the attention probabilities in training
+    mode (0 by default, as in Qwen3's own config).
+    """
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -91,6 +96,7 @@ def tiny_qwen3(
         num_key_value_heads=num_kv_heads,
         head_dim=hidden_size // num_heads,
         max_position_embeddings=max_position_embeddings,
+        attention_dropout=attention_dropout,
         tie_word_embeddings=True,
         pad_token_id=pad_token_id,
         bos_token_id=bos_token_id,
@@ -109,10 +115,14 @@ def tiny_trl_args(output_dir: str | os.PathLike[str], **overrides: Any) -> dict[
     """Keyword arguments of a small, fast, CPU-only TRL run; ``overrides`` win.
 
     G = 4, 8 completions per micro-batch (two groups), 3 completion tokens, 2 steps at a
-    constant lr 1e-2, no checkpoints, no reporting, no bf16, no progress bar. Works for
-    :class:`~adpo.trainers.ADPOConfig`, :class:`~adpo.trainers.OPOConfig` and TRL's
-    ``GRPOConfig`` alike.
+    constant lr 1e-2, no checkpoints, no reporting, no bf16, no progress bar, no activation
+    checkpointing. Works for :class:`~adpo.trainers.ADPOConfig`,
+    :class:`~adpo.trainers.OPOConfig` and TRL's ``GRPOConfig`` alike. transformers 5's old
+    name ``gradient_checkpointing`` is accepted in ``overrides`` and passed on under the new
+    one, ``activation_checkpointing`` (so the config does not warn about it).
     """
+    if "gradient_checkpointing" in overrides:
+        overrides["activation_checkpointing"] = overrides.pop("gradient_checkpointing")
     return {
         "output_dir": str(output_dir),
         "num_generations": 4,
@@ -127,7 +137,7 @@ def tiny_trl_args(output_dir: str | os.PathLike[str], **overrides: Any) -> dict[
         "bf16": False,
         "use_cpu": True,
         "disable_tqdm": True,
-        "gradient_checkpointing": False,
+        "activation_checkpointing": False,
         "seed": 0,
         **overrides,
     }

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 
@@ -83,17 +84,23 @@ def test_cli_precomputed_anchor_and_skip_bad_rows(saved, tmp_path):
     assert 0 < s["top1_accuracy_before"] < 0.6
 
 
-def test_cli_bad_row_without_skipping_names_the_row(saved, tmp_path):
-    with pytest.raises(BadRowError, match=r"row 5: 'scores'\[1\] is not finite"):
-        _run(saved, tmp_path / "c", "--data", str(saved / "bad.jsonl"))
+def test_cli_bad_row_without_skipping_names_the_row(saved, tmp_path, capsys):
+    argv = ["train-offline", "--model", str(saved / "model"), "--config", str(saved / "cfg.yaml"),
+            "--out", str(tmp_path / "c"), "--data", str(saved / "bad.jsonl")]  # fmt: skip
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"^adpo train-offline: BadRowError: .*row 5: 'scores'\[1\] is not finite", err)
+    assert "Traceback" not in err and "--debug" in err
+    with pytest.raises(BadRowError, match=r"row 5"):  # --debug: the exception itself
+        cli.main([*argv, "--debug"])
 
 
 def test_cli_needs_model_and_data_together(saved, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:  # tyro turns the config's ValueError into a usage error
-        cli.main(["train-offline", "--model", str(saved / "model"), "--out", str(tmp_path)])
-    assert exc.value.code != 0
-    captured = capsys.readouterr()
-    assert "both --model and --data" in " ".join((captured.out + captured.err).split())
+    # the config's ValueError, through tyro: a usage error on one line
+    argv = ["train-offline", "--model", str(saved / "model"), "--out", str(tmp_path)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "both --model and --data" in err, err
 
 
 @pytest.mark.slow

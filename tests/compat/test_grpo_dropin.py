@@ -140,10 +140,13 @@ def test_the_grpo_guide_shows_the_generated_field_table():
 
 
 @pytest.mark.parametrize("kind", ["adpo", "opo"])
-def test_groups_larger_than_the_micro_batch_are_refused(tmp_path, kind):
+def test_groups_larger_than_the_micro_batch_are_accepted_as_in_grpo(tmp_path, kind):
+    """Like GRPOConfig: G = 8 with micro-batches of 4 (the group is exact over two of them;
+    tests/trainers/test_split_groups.py proves the update)."""
     Config, _ = PAIRS[kind]
-    with pytest.raises(ValueError, match="whole groups"):
-        Config(**_args(tmp_path, num_generations=8, per_device_train_batch_size=4))
+    a = Config(**_args(tmp_path, num_generations=8, per_device_train_batch_size=4,
+                       gradient_accumulation_steps=2))  # fmt: skip
+    assert (a.per_device_train_batch_size, a.num_generations) == (4, 8)
 
 
 # ----------------------------------------------------------------------- rewards

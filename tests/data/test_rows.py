@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -14,7 +15,12 @@ def test_jsonl_keeps_heterogeneous_rows_and_names_a_bad_line(tmp_path):
     f.write_text('{"prompt": "a", "scores": [1, 2]}\n\n{"prompt": "b", "scores": "oops"}\n')
     assert load_rows(f) == [{"prompt": "a", "scores": [1, 2]}, {"prompt": "b", "scores": "oops"}]
     f.write_text('{"prompt": "a"}\n{"prompt": \n')
-    with pytest.raises(ValueError, match=r"line 2 is not valid JSON"):
+    with pytest.raises(
+        ValueError, match=r"line 2 is not valid JSON: Expecting value at column 12$"
+    ):
+        load_rows(f)
+    f.write_text('{"prompt": "a"}\n["b"]\n')
+    with pytest.raises(ValueError, match=r"line 2 is a JSON list, not an object"):
         load_rows(f)
 
 
@@ -25,6 +31,12 @@ def test_json_list_and_dataset_dict_split(tmp_path):
     assert load_rows(tmp_path / "r.json") == [{"x": 1}]
     (tmp_path / "bad.json").write_text(json.dumps({"x": 1}))
     with pytest.raises(ValueError, match="JSON list of rows"):
+        load_rows(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text('[{"x": 1},\n {"x": 2,}]')
+    with pytest.raises(ValueError, match=r"not valid JSON: .* at line 2, column 10$"):
+        load_rows(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text('[{"x": 1}, 2]')
+    with pytest.raises(ValueError, match=r"row 1 is a JSON int, not an object"):
         load_rows(tmp_path / "bad.json")
     DatasetDict(
         {"train": Dataset.from_list([{"x": 1}]), "test": Dataset.from_list([{"x": 2}])}
@@ -59,10 +71,10 @@ def test_yaml_reader_rejects_unknown_keys_and_non_mappings(tmp_path):
         read_yaml_config(tmp_path / "none.yaml", allowed=(), where="cmd")
 
 
-def test_train_offline_config_file_with_a_typo_is_refused_before_training(tmp_path):
+def test_train_offline_config_file_with_a_typo_is_refused_before_training(tmp_path, capsys):
     from adpo import cli
 
     (tmp_path / "c.yaml").write_text("taau: 0.5\n")
-    with pytest.raises(ValueError, match=r"train-offline: unknown key\(s\) \['taau'\]"):
-        cli.main(["train-offline", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o"),
-                  "--warm-start-steps", "0", "--max-steps", "1"])  # fmt: skip
+    assert cli.main(["train-offline", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o"),
+                     "--warm-start-steps", "0", "--max-steps", "1"]) == 1  # fmt: skip
+    assert re.search(r"train-offline: unknown key\(s\) \['taau'\]", capsys.readouterr().err)

@@ -1,9 +1,15 @@
 """Run under ``accelerate launch --num_processes 2 --cpu``: record every micro-batch's rows.
 
-Usage: ``accelerate launch --num_processes 2 --cpu ddp_groups_script.py OUT_DIR [adpo|opo]``.
-Each rank writes ``OUT_DIR/rank{r}.json``: per micro-batch, its prompts (decoded) and group
-ids; the test checks that every micro-batch holds whole groups and that ranks never share
-a group.
+Usage: ``accelerate launch … ddp_groups_script.py OUT_DIR [adpo|opo] [whole|split]``.
+
+``whole``: each rank writes ``OUT_DIR/rank{r}.json``: per micro-batch, its prompts (decoded)
+and group ids; the test checks that every micro-batch holds whole groups and that ranks
+never share a group.
+
+``split``: micro-batches of 2 completions, groups of 4 that straddle the two ranks, one SGD
+step. Each rank saves ``OUT_DIR/split{r}.pt``: its micro-batches' rows and the parameters
+before and after the step; the test rebuilds the whole groups from both ranks' rows and
+checks the update against the whole-group gradient it computes itself.
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ def _dense(completions, **kwargs):
 
 def main() -> None:
     out, kind = Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "adpo"
+    mode = sys.argv[3] if len(sys.argv) > 3 else "whole"
     Cfg, Base = (ADPOConfig, ADPOTrainer) if kind == "adpo" else (OPOConfig, OPOTrainer)
     tok, model, ds = tiny_setup(n_rows=48)
+    if mode == "split":
+        return split(out, Cfg, Base, tok, model, ds)
 
     class Recording(Base):
         records: list = []  # noqa: RUF012
@@ -54,6 +63,35 @@ def main() -> None:
     (out / f"rank{rank}.json").write_text(
         json.dumps({"world": tr.accelerator.num_processes, "records": Recording.records})
     )
+
+
+def split(out, Cfg, Base, tok, model, ds) -> None:
+    import torch
+
+    class Recording(Base):
+        rows: list = []  # noqa: RUF012
+
+        def _compute_loss(self, model, inputs):
+            keep = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "rewards",
+                    "reward_valid", "group_index", "anchor_per_token_logps", "omega_hat")  # fmt: skip
+            self.rows.append({k: inputs[k].detach().cpu() for k in keep if k in inputs})
+            return super()._compute_loss(model, inputs)
+
+    # per rank: 3 micro-batches of 2 completions = 6 rows; the step's 12 rows are 3 groups
+    # of 4, the middle one split between the ranks
+    args = Cfg(**base_args(str(out / "trainer"), per_device_train_batch_size=2,
+                           gradient_accumulation_steps=3, max_steps=1, optim="sgd",
+                           learning_rate=0.2, max_grad_norm=0.0, max_completion_length=4))  # fmt: skip
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    tr = Recording(model=model, reward_funcs=_dense, args=args, train_dataset=ds,
+                   processing_class=tok)  # fmt: skip
+    tr.train()
+    after = {
+        k: v.detach().clone() for k, v in tr.accelerator.unwrap_model(tr.model).state_dict().items()
+    }
+    rank = tr.accelerator.process_index
+    torch.save({"rows": Recording.rows, "before": before, "after": after,
+                "world": tr.accelerator.num_processes}, out / f"split{rank}.pt")  # fmt: skip
 
 
 if __name__ == "__main__":

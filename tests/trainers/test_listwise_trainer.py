@@ -1,6 +1,7 @@
 """ListwiseTrainer: the loss it computes equals adpo_loss / dpo_loss on independently
 computed log-probs; variable K, chat rows, anchors, precomputed reference log-probs, bad
-rows, and a short run that raises held-out top-1 accuracy."""
+rows, truncation, dropout, and a short run that raises held-out top-1 accuracy. Every
+ListwiseConfig field is pinned at its default and at another value (issue 22)."""
 
 import math
 import random
@@ -105,20 +106,25 @@ def test_group_logps_equal_unpadded_per_sequence_sums(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("target", "kw"),
+    ("config", "loss_kw"),
     [
-        ("softmax", {"beta": 0.5}),
-        ("plackett_luce", {}),
-        ("top1", {}),
-        ("plackett_luce", {"ties": "efron"}),
+        ({}, {"beta": 0.5}),  # the defaults: softmax target, β_r 0.5, z-scored scores
+        ({"target_beta": 0.25}, {"beta": 0.25}),
+        ({"target": "plackett_luce"}, {"target": "plackett_luce"}),  # Breslow ties (default)
+        (
+            {"target": "plackett_luce", "ties": "efron"},
+            {"target": "plackett_luce", "ties": "efron"},
+        ),
+        ({"target": "top1"}, {"target": "top1"}),
     ],
+    ids=["defaults", "target_beta", "plackett_luce", "efron", "top1"],
 )
-def test_loss_parity_with_adpo_loss_on_a_fixed_batch(tmp_path, target, kw):
+def test_loss_parity_with_adpo_loss_on_a_fixed_batch(tmp_path, config, loss_kw):
     policy, ref = _model(0), _model(1)  # different weights: Δ ≠ 0
     tr = ListwiseTrainer(
         policy,
         ref_model=ref,
-        args=_args(tmp_path, target=target, tau=0.7, **kw),
+        args=_args(tmp_path, tau=0.7, **config),
         train_dataset=ROWS,
         processing_class=TOK,
     )
@@ -128,9 +134,33 @@ def test_loss_parity_with_adpo_loss_on_a_fixed_batch(tmp_path, target, kw):
     b = _batch(tr)
     lp = _independent_group(policy, tr.train_dataset)
     rp = _independent_group(ref, tr.train_dataset)
-    want = adpo_loss(lp, rp, b["scores"].double(), target=target, tau=0.7, valid=b["valid"], **kw)
+    want = adpo_loss(lp, rp, b["scores"].double(), tau=0.7, valid=b["valid"], **loss_kw)
     assert float(loss) == pytest.approx(float(want.loss), abs=1e-5)
     assert float(want.loss) > 0.1  # a non-trivial value
+
+
+def test_mean_seq_reduction_divides_each_score_by_its_completion_length(tmp_path):
+    """Closed form: u_i = (log π(y_i) − log π_ref(y_i)) / (|y_i|·τ)."""
+    policy, ref = _model(0), _model(1)
+    tr = ListwiseTrainer(policy, ref_model=ref, processing_class=TOK, train_dataset=ROWS,
+                         args=_args(tmp_path, target="plackett_luce", tau=0.7,
+                                    seq_reduction="mean"))  # fmt: skip
+    policy.eval()
+    with torch.no_grad():
+        loss = tr.compute_loss(policy, _batch(tr))
+    b = _batch(tr)
+    lp = _independent_group(policy, tr.train_dataset)
+    rp = _independent_group(ref, tr.train_dataset)
+    n = torch.tensor([[len(c) for c in row] + [1] * (lp.shape[1] - len(row))
+                      for row in tr.train_dataset["completion_ids"]], dtype=lp.dtype)  # fmt: skip
+    want = adpo_loss(lp / n, rp / n, b["scores"].double(), target="plackett_luce", tau=0.7,
+                     valid=b["valid"])  # fmt: skip
+    summed = adpo_loss(lp, rp, b["scores"].double(), target="plackett_luce", tau=0.7,
+                       valid=b["valid"])  # fmt: skip
+    assert float(loss) == pytest.approx(float(want.loss), abs=1e-5)
+    assert abs(float(want.loss) - float(summed.loss)) > 1e-3
+    with pytest.raises(ValueError, match="seq_reduction"):
+        _args(tmp_path, seq_reduction="max")
 
 
 def test_softmax_target_on_raw_scores(tmp_path):
@@ -324,8 +354,30 @@ def _params(m):
     return torch.cat([p.detach().flatten() for p in m.parameters()])
 
 
-@pytest.mark.parametrize("anchor", ["fixed", "self", "ema", "dynamic", "on_policy"])
-def test_anchor_strategies_move_as_specified(tmp_path, anchor):
+@pytest.mark.parametrize(
+    ("anchor", "kw", "rate"),
+    [
+        ("fixed", {}, None),
+        ("self", {}, None),
+        ("ema", {"anchor_ema_decay": 0.5}, 0.5),
+        ("ema", {"ema_decay": 0.7}, 0.7),  # deprecated alias
+        ("ema", {}, 0.99),  # the default decay
+        ("on_policy", {"anchor_refresh_every": 2}, 2),
+        ("dynamic", {"anchor_update_steps": 3}, 3),  # deprecated spelling and alias
+        ("on_policy", {}, 100),  # the default period: no refresh within 4 steps
+    ],
+    ids=[
+        "fixed",
+        "self",
+        "ema",
+        "ema-alias",
+        "ema-default",
+        "on_policy",
+        "dynamic",
+        "on_policy-default",
+    ],
+)
+def test_anchor_strategies_move_as_specified(tmp_path, anchor, kw, rate):
     model = _model(0)
     init = _params(model).clone()
     seen = []
@@ -342,12 +394,8 @@ def test_anchor_strategies_move_as_specified(tmp_path, anchor):
             anchor=anchor,
             max_steps=4,
             learning_rate=1e-2,
-            **(
-                {"anchor_refresh_every": 2, "anchor_ema_decay": 0.5}
-                if anchor == "on_policy"
-                else {"anchor_update_steps": 2, "ema_decay": 0.5}  # deprecated aliases
-            ),
             per_device_train_batch_size=1,
+            **kw,
         ),
         train_dataset=ROWS * 2,
         processing_class=TOK,
@@ -363,15 +411,16 @@ def test_anchor_strategies_move_as_specified(tmp_path, anchor):
     assert len(seen) == 4 and not torch.equal(_params(tr.model), init)
     if anchor in ("fixed", "self"):
         assert all(torch.equal(s, init) for s in seen)
-    elif anchor in ("dynamic", "on_policy"):  # π_ref ← πθ after steps 2 and 4 (every N = 2)
-        assert torch.equal(seen[0], init) and torch.equal(seen[1], init)
-        assert torch.equal(seen[2], policy_after[1]) and torch.equal(seen[3], policy_after[1])
-        assert torch.equal(_params(tr.anchor.module), policy_after[3])
-    else:  # EMA with decay 0.5: a_{t} = 0.5·a_{t−1} + 0.5·θ_t
+    elif anchor in ("dynamic", "on_policy"):  # π_ref ← πθ after every N-th step
+        for t, s in enumerate([*seen, _params(tr.anchor.module)]):  # t steps done
+            last = t // rate * rate  # the last refresh, after step `last` (0: none yet)
+            assert torch.equal(s, policy_after[last - 1] if last else init), t
+    else:  # EMA: a_t = d·a_{t−1} + (1 − d)·θ_t after every step
         a = init
         for t in range(3):
-            a = 0.5 * a + 0.5 * policy_after[t]
-            assert torch.allclose(seen[t + 1], a, atol=1e-6)
+            a = rate * a + (1 - rate) * policy_after[t]
+            assert torch.allclose(seen[t + 1], a, atol=1e-6, rtol=0), t
+        assert not torch.allclose(seen[3], init, atol=1e-5, rtol=0)  # it did move
 
 
 def test_bad_rows_name_the_row_or_are_counted(tmp_path):
@@ -391,6 +440,143 @@ def test_bad_rows_name_the_row_or_are_counted(tmp_path):
         )
     assert [i for i, _, _ in tr.skipped_rows["train"]] == [3, 4]
     assert len(tr.train_dataset) == 3 and tr.train_dataset["row_index"] == [0, 1, 2]
+
+
+def _full_ids(row):
+    """The untruncated ids of a plain-text row: BOS + prompt, each completion + EOS."""
+    prompt = [TOK.bos_token_id, *TOK(row["prompt"], add_special_tokens=False)["input_ids"]]
+    comps = [
+        [*TOK(c, add_special_tokens=False)["input_ids"], TOK.eos_token_id]
+        for c in row["completions"]
+    ]
+    return prompt, comps
+
+
+def test_rows_are_truncated_to_the_configured_lengths_and_trained_so(tmp_path, caplog):
+    rows = [
+        {"prompt": "123456789+1=", "completions": ["123456790", "12", "9"], "scores": [1, 0.2, 0]},
+        {"prompt": "5+5=", "completions": ["10", "1000000"], "scores": [1.0, 0.0]},
+    ]
+    policy, ref = _model(0), _model(1)
+    with caplog.at_level("WARNING", logger="adpo.trainers.listwise"):
+        tr = ListwiseTrainer(
+            policy,
+            ref_model=ref,
+            args=_args(tmp_path, max_prompt_length=5, max_completion_length=3),
+            train_dataset=rows,
+            processing_class=TOK,
+        )
+    want_p, want_c = [], []
+    for r, row in enumerate(rows):
+        prompt, comps = _full_ids(row)
+        want_p.append(prompt[-5:])  # a prompt keeps its end
+        want_c.append([c[:3] for c in comps])  # a completion keeps its start
+        assert tr.train_dataset[r]["prompt_ids"] == want_p[r]
+        assert tr.train_dataset[r]["completion_ids"] == want_c[r]
+    # cut: prompt 0 (13 tokens), "123456790<eos>" (10) and "1000000<eos>" (8)
+    assert tr.truncated == 3 and "3 sequences truncated" in caplog.text
+    # the loss is the loss of the truncated sequences
+    policy.eval()
+    b = _batch(tr)
+    with torch.no_grad():
+        loss = tr.compute_loss(policy, b)
+    lp, rp = torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64)
+    for r in range(2):
+        for k, c in enumerate(want_c[r]):
+            lp[r, k] = _independent_logp(policy, want_p[r], c)
+            rp[r, k] = _independent_logp(ref, want_p[r], c)
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    scores = torch.tensor([[1.0, 0.2, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    want = adpo_loss(lp, rp, scores, tau=0.8, beta=0.5, valid=valid)
+    assert float(loss) == pytest.approx(float(want.loss), abs=1e-5)
+
+
+@pytest.mark.parametrize("limit", ["default", None])
+def test_default_lengths_keep_512_tokens_and_none_keeps_all(tmp_path, limit):
+    row = {"prompt": "1" * 600 + "=", "completions": ["2" * 600, "3"], "scores": [1.0, 0.0]}
+    kw = {} if limit == "default" else {"max_prompt_length": None, "max_completion_length": None}
+    tr = ListwiseTrainer(
+        _model(), args=_args(tmp_path, **kw), train_dataset=[row, ROWS[1]], processing_class=TOK
+    )
+    prompt, comps = _full_ids(row)
+    n = 512 if limit == "default" else None
+    assert tr.train_dataset[0]["prompt_ids"] == prompt[-n if n else 0 :]
+    assert tr.train_dataset[0]["completion_ids"] == [comps[0][:n], comps[1]]
+    assert tr.train_dataset[1]["completion_ids"] == _full_ids(ROWS[1])[1]
+    assert tr.truncated == (2 if n else 0)
+
+
+@pytest.mark.parametrize(
+    ("precompute_batch_size", "sequences_per_call"),
+    [
+        (None, [23, 4, 9]),  # default: per_device_eval_batch_size = 8 rows (train 8 + 1, eval 3)
+        (2, [5, 7, 6, 5, 4, 5, 4]),  # rows of K = 3, 2, 4, 3, … two at a time
+    ],
+)
+def test_precomputed_reference_logps_are_batched_as_configured(
+    tmp_path, precompute_batch_size, sequences_per_call
+):
+    ref = _model(1)
+    calls = []
+    ref.register_forward_hook(
+        lambda m, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    tr = ListwiseTrainer(
+        _model(0),
+        ref_model=ref,
+        args=_args(tmp_path, anchor="precomputed", precompute_batch_size=precompute_batch_size),
+        train_dataset=ROWS * 3,
+        eval_dataset=ROWS,
+        processing_class=TOK,
+    )
+    assert calls == sequences_per_call  # one forward per batch of rows, train then eval
+    for ds in (tr.train_dataset, tr.eval_dataset):  # the same values however batched
+        want = _independent_group(ref, ds)
+        for r in range(len(ds)):
+            k = len(ds[r]["completion_ids"])
+            assert ds[r]["ref_logps"] == pytest.approx(want[r, :k].tolist(), abs=1e-5)
+
+
+def _dropout_model(arch):
+    if arch == "qwen3":  # attention dropout inside SDPA from a float rate: no nn.Dropout
+        return tiny_qwen3(
+            len(TOK),
+            hidden_size=32,
+            num_layers=1,
+            num_heads=2,
+            num_kv_heads=1,
+            attention_dropout=0.5,
+        )
+    from transformers import GPT2Config, GPT2LMHeadModel  # nn.Dropout layers
+
+    torch.manual_seed(0)
+    p = {"embd_pdrop": 0.5, "resid_pdrop": 0.5, "attn_pdrop": 0.5}
+    return GPT2LMHeadModel(GPT2Config(vocab_size=len(TOK), n_embd=32, n_layer=1, n_head=2, **p))
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "gpt2"])
+@pytest.mark.parametrize("disable_dropout", [True, False])
+def test_disable_dropout_makes_the_training_forward_deterministic(tmp_path, disable_dropout, arch):
+    policy = _dropout_model(arch)
+    tr = ListwiseTrainer(
+        policy,
+        ref_model=_model(1),
+        args=_args(tmp_path, **({} if disable_dropout else {"disable_dropout": False})),
+        train_dataset=ROWS,
+        processing_class=TOK,
+    )
+    b = _batch(tr)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        policy.eval()
+        eval_loss = float(tr.compute_loss(policy, b))
+        policy.train()
+        train_losses = [float(tr.compute_loss(policy, b)) for _ in range(3)]
+    if disable_dropout:  # the default: training sees the same function as evaluation
+        assert train_losses == [eval_loss] * 3
+    else:  # dropout stays on in training: each forward draws a new mask
+        assert len(set(train_losses)) == 3
+        assert min(abs(x - eval_loss) for x in train_losses) > 1e-4, (train_losses, eval_loss)
 
 
 def test_config_rejects_bad_values(tmp_path):

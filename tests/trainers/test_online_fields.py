@@ -211,3 +211,29 @@ def test_opo_trainer_options_reach_the_loss(tmp_path, ratio, weight_norm, ref_co
     torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
     if (ratio, weight_norm, ref_correction) != ("log", "group", "none"):
         assert abs(want.item() - defaults.item()) > 1e-4  # the options changed the loss
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_seq_reduction_mean_reaches_the_loss(tmp_path, kind):
+    """A completion's score is its token-mean log-ratio: the loss by hand with
+    ``seq_reduction="mean"``, and not the summed one."""
+    tr = _make(kind, tmp_path, seq_reduction="mean",
+               **({"tau_schedule": "constant"} if kind == "adpo" else {}))  # fmt: skip
+    tr.current_gradient_accumulation_steps = 1
+    tok, model = tr.processing_class, tr.model
+    inputs = _fixed_batch(tok)  # completions of 1 to 4 tokens
+    mask = inputs["completion_mask"].bool()
+    with torch.no_grad():
+        anchor = _hand_logps(model, inputs) + 0.3 * torch.randn(mask.shape)
+    inputs["anchor_per_token_logps"] = anchor
+    B, G, T = 2, 4, mask.shape[1]
+    with torch.no_grad():
+        loss = tr.compute_loss(tr.model, inputs)
+        args = (_hand_logps(model, inputs).view(B, G, T), anchor.view(B, G, T),
+                inputs["rewards"].view(B, G))  # fmt: skip
+        fn, kw = (adpo_loss, {"target": "plackett_luce", "tau": 0.8}) if kind == "adpo" else (
+            opo_loss, {})  # fmt: skip
+        mean = fn(*args, mask=mask.view(B, G, T), seq_reduction="mean", **kw).loss
+        summed = fn(*args, mask=mask.view(B, G, T), **kw).loss
+    torch.testing.assert_close(loss, mean, rtol=1e-5, atol=1e-6)
+    assert abs(mean.item() - summed.item()) > 1e-3

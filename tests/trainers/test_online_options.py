@@ -319,3 +319,43 @@ def test_logged_completions_show_the_advantage_the_loss_uses(tmp_path):
     assert logged.abs().max() > 0.5
     # TRL's own is (r − mean)/(std + 1e-4): 1e-4 relative apart, which this tolerance sees
     torch.testing.assert_close(logged, expected, rtol=1e-6, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- dropout
+
+
+def test_disable_dropout_also_zeroes_attention_dropout_and_split_groups_warn_without_it(
+    tmp_path,
+):
+    """TRL's helper only finds nn.Dropout layers; Qwen3 hands its attention dropout rate to
+    SDPA. With it left on, a split group's pass and the training forward would draw
+    different masks, so the trainer warns."""
+    from adpo.testing import char_tokenizer, tiny_qwen3
+
+    from ._tiny_setup import tiny_setup as setup
+
+    tok, _, ds = setup()
+
+    def forward_twice(model):
+        from .test_online_trainer import _fixed_batch
+
+        model.train()
+        batch = _fixed_batch(tok)
+        with torch.no_grad():
+            return _hand_logps(model, batch), _hand_logps(model, batch)
+
+    model = tiny_qwen3(len(char_tokenizer()), hidden_size=32, num_layers=1, attention_dropout=0.5)
+    a, b = forward_twice(model)
+    assert not torch.equal(a, b)  # dropout is on
+    args = ADPOConfig(**base_args(str(tmp_path)), disable_dropout=True)
+    tr = ADPOTrainer(model=model, reward_funcs=_graded, args=args, train_dataset=ds,
+                     processing_class=tok)  # fmt: skip
+    a, b = forward_twice(tr.model)
+    assert torch.equal(a, b)
+
+    model = tiny_qwen3(len(char_tokenizer()), hidden_size=32, num_layers=1, attention_dropout=0.5)
+    args = ADPOConfig(**base_args(str(tmp_path), per_device_train_batch_size=2,
+                                  gradient_accumulation_steps=4))  # fmt: skip
+    with pytest.warns(UserWarning, match="split groups and the model has active dropout"):
+        ADPOTrainer(model=model, reward_funcs=_graded, args=args, train_dataset=ds,
+                    processing_class=tok)  # fmt: skip

@@ -28,13 +28,19 @@ from ._tiny_setup import base_args, tiny_setup
 # ----------------------------------------------------------------------------- configs
 
 
-def test_config_requires_whole_groups_per_micro_batch(tmp_path):
-    with pytest.raises(
-        ValueError, match=r"per_device_train_batch_size.*multiple of `num_generations`"
-    ):
-        ADPOConfig(**base_args(str(tmp_path), per_device_train_batch_size=6, num_generations=4))
-    with pytest.raises(ValueError, match="per_device_train_batch_size"):
-        OPOConfig(**base_args(str(tmp_path), per_device_train_batch_size=8, num_generations=6))
+def test_config_takes_any_micro_batch_but_whole_groups_per_optimizer_step(tmp_path):
+    """Micro-batches may split groups (issue 24); an optimizer step may not, where a round
+    feeds several steps (one step per round, TRL's default, is whole groups by construction)."""
+    for cls in (ADPOConfig, OPOConfig):
+        for pdtbs, ga in ((1, 4), (2, 2), (3, 4)):  # 3·4 = 12 = three groups of 4
+            cls(**base_args(str(tmp_path), per_device_train_batch_size=pdtbs, num_generations=4,
+                            gradient_accumulation_steps=ga))  # fmt: skip
+        cls(**base_args(str(tmp_path), per_device_train_batch_size=2, num_generations=4,
+                        gradient_accumulation_steps=2, steps_per_generation=4))  # fmt: skip
+        with pytest.raises(ValueError, match=r"per_device_train_batch_size × gradient_accumulation_"
+                           r"steps \(6\) must be a multiple of num_generations \(4\)"):  # fmt: skip
+            cls(**base_args(str(tmp_path), per_device_train_batch_size=3, num_generations=4,
+                            gradient_accumulation_steps=2, steps_per_generation=4))  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -321,7 +327,7 @@ def test_entropy_reward_schedule_is_the_default_and_sets_tau_per_prompt(tmp_path
     assert tr._metrics["train"]["tau"][-1] == pytest.approx(min(hi, tau0 * (1 + a_)), rel=1e-6)
     m0 = first["completion_mask"].double()
     h0 = float((_hand_entropies(model, first) * m0).sum() / m0.sum())
-    tr._step = 1  # TRL's micro-step counter, as training_step advances it
+    tr._close_step_stats()  # the step boundary (_begin_step does this in training)
 
     with torch.no_grad():  # the policy sharpens (as training would make it)
         model.model.embed_tokens.weight.mul_(2.0)

@@ -11,7 +11,7 @@ What the online trainers rely on, and why:
 
 * **Overridden private methods** (:data:`OVERRIDDEN`, with the parameters TRL calls them
   with): ``_generate_and_score_completions`` (group ids, raw rewards, anchors per round),
-  ``_prepare_inputs`` (shuffle and split a round by whole groups), ``_calculate_rewards``
+  ``_prepare_inputs`` (shuffle a round by whole groups, prepare each optimizer step), ``_calculate_rewards``
   (see below), ``_compute_loss`` (the anchored loss); and transformers' ``_save_checkpoint``
   / ``_load_optimizer_and_scheduler`` (our round buffer and schedules in checkpoints).
 * **Private methods called** (:data:`CALLED`): ``_get_per_token_logps_and_entropies`` with
@@ -28,8 +28,8 @@ What the online trainers rely on, and why:
 * **Round keys** TRL's ``_generate_and_score_completions`` returns that we read
   (:data:`ROUND_KEYS`, :data:`MULTIMODAL_KEYS`).
 * **Sampler layout**: ``RepeatSampler(mini_repeat_count=G, …)`` lays each prompt out as a
-  run of ``G`` consecutive rows, and each process gets a contiguous slice; with
-  ``per_device_train_batch_size % G == 0`` every process then holds whole groups.
+  run of ``G`` consecutive rows, and each process gets a contiguous slice, so a row's
+  place in the round (process × local row) names its group.
 * **Raw rewards.** TRL's ``_generate_and_score_completions`` calls ``_calculate_rewards``
   and returns only advantages, so no return value carries the per-function rewards to our
   override of it. ``_calculate_rewards`` hands them over once (:class:`RewardHandOff`):

@@ -3,15 +3,24 @@
 ``adpo <command> [args]`` and ``adpo bench <benchmark> [args]``. Each command lives in
 its own module, imported only when it runs (so ``adpo bench saturation`` never imports
 transformers), and parses its own arguments: ``adpo <command> --help`` shows them.
-``adpo train`` is :mod:`adpo.cli.train`, ``adpo train-offline`` :mod:`adpo.cli.train_offline`,
-``adpo verl`` :mod:`adpo.cli.verl`; each benchmark's config dataclass is its CLI, in
+``adpo train`` is :mod:`adpo.cli.train` (TRL's parser over the trainer configs),
+``adpo train-offline`` :mod:`adpo.cli.train_offline`, ``adpo verl`` :mod:`adpo.cli.verl`,
+``adpo env`` :mod:`adpo.cli.env`; each benchmark's config dataclass is its CLI (tyro), in
 :mod:`adpo.experiments`.
+
+Every command answers alike: an error is one to three lines on stderr with no traceback
+(``--debug`` shows it), exit status 2 for a usage error, 1 for bad data or files, 130 after
+Ctrl-C; ``--help`` shows no reST markup.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import sys
+
+from adpo.cli._args import clean_help, run_command, tyro_errors
 
 __all__ = ["BENCHMARKS", "COMMANDS", "main"]
 
@@ -36,6 +45,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "adpo.cli.train",
         "main",
         "online group RL (adpo, adpo-pl, opo, grpo, gspo, dapo) on any HF causal LM",
+    ),
+    "env": (
+        "adpo.cli.env",
+        "main",
+        "versions of adpo and the libraries it drives, and the device, for bug reports",
     ),
 }
 
@@ -97,9 +111,24 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def _run(entry: tuple[str, str, str], argv: list[str]) -> int:
+def _run(prog: str, entry: tuple[str, str, str], argv: list[str]) -> int:
     module, func, _ = entry
-    return int(getattr(importlib.import_module(module), func)(argv) or 0)
+
+    def command(args: list[str]) -> int:
+        fn = getattr(importlib.import_module(module), func)
+        if not any(a in ("-h", "--help") for a in args):
+            with tyro_errors():
+                return int(fn(args) or 0)
+        out = io.StringIO()  # help: printed without reST markup
+        try:
+            with contextlib.redirect_stdout(out):
+                code = int(fn(args) or 0)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 0
+        sys.stdout.write(clean_help(out.getvalue()))
+        return code
+
+    return run_command(prog, command, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        return _run(BENCHMARKS[rest[0]], rest[1:])
+        return _run(f"adpo bench {rest[0]}", BENCHMARKS[rest[0]], rest[1:])
     if cmd not in COMMANDS:
         print(f"adpo: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    return _run(COMMANDS[cmd], rest)
+    return _run(f"adpo {cmd}", COMMANDS[cmd], rest)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,11 @@ _FILE_KINDS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv":
 
 
 def _read_json(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file (one object per line) or a JSON file (a list of objects).
+
+    A parse error is named by the file's own line and column (for JSONL, ``json``'s
+    "line 1 column N" is the column on that line).
+    """
     if path.suffix.lower() == ".jsonl":
         rows = []
         with path.open() as f:
@@ -30,20 +35,37 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
                 if not line.strip():
                     continue
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line.rstrip("\r\n"))  # one line: json's column is ours
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"load_rows: {path}: line {n} is not valid JSON ({e})") from e
+                    raise ValueError(
+                        f"load_rows: {path}: line {n} is not valid JSON: {e.msg} at column {e.colno}"
+                    ) from e
+                if not isinstance(row, dict):
+                    raise ValueError(
+                        f"load_rows: {path}: line {n} is a JSON {type(row).__name__}, not an "
+                        'object (one row per line: {"prompt": …, …})'
+                    )
+                rows.append(row)
         return rows
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"load_rows: {path} is not valid JSON ({e})") from e
+        raise ValueError(
+            f"load_rows: {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}"
+        ) from e
     if not isinstance(data, list):
         raise ValueError(f"load_rows: {path} must hold a JSON list of rows")
+    bad = next((i for i, r in enumerate(data) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise ValueError(
+            f"load_rows: {path}: row {bad} is a JSON {type(data[bad]).__name__}, not an object"
+        )
     return data
 
 
-def load_rows(source: str | Path, *, split: str = "train") -> list[dict[str, Any]]:
+def load_rows(
+    source: str | Path, *, split: str = "train", name: str | None = None
+) -> list[dict[str, Any]]:
     """Rows of a JSON/JSONL/parquet/CSV file, a local dataset folder or a hub dataset id.
 
     Args:
@@ -51,6 +73,7 @@ def load_rows(source: str | Path, *, split: str = "train") -> list[dict[str, Any
             ``Dataset.save_to_disk`` (a ``DatasetDict`` gives its ``split``) or holding
             data files; otherwise a ``datasets`` hub id.
         split: split of a ``DatasetDict`` folder or hub dataset.
+        name: the configuration of a hub dataset (``datasets.load_dataset(name=…)``).
 
     Returns:
         ``list[dict]``, one dict per row, in file order.
@@ -79,9 +102,9 @@ def load_rows(source: str | Path, *, split: str = "train") -> list[dict[str, Any
     ) or (path / "dataset_dict.json").exists():
         ds = datasets.load_from_disk(str(path))
     elif path.is_dir():
-        ds = datasets.load_dataset(str(path), split=split)
+        ds = datasets.load_dataset(str(path), name=name, split=split)
     else:
-        ds = datasets.load_dataset(source, split=split)
+        ds = datasets.load_dataset(source, name=name, split=split)
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise ValueError(f"load_rows: {source!r} has splits {sorted(ds)}, not {split!r}")

@@ -128,16 +128,24 @@ def prepare_group(
     valid: Tensor | None,
     *,
     min_group: int = 2,
-) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    seq_reduction: str = "sum",
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
     """Check inputs and apply the early reduction ``[B, G, T] → [B, G]``.
 
     Sequence-level ``[B, G]`` inputs pass through. Positions outside ``mask`` (and
     candidates outside ``valid``) may hold anything, padding or -inf: they are never read.
+    Token-level inputs (bfloat16 included) are reduced in the compute dtype, float32 or
+    wider, and the log-ratio is summed *token by token*, ``Σ_t (logps_t − ref_t)``: the
+    difference of two sums of ~10⁴ log-probs in float32 would lose about 10⁻³ to
+    cancellation, the sum of differences does not. ``seq_reduction="mean"`` divides each
+    sequence's sums by its token count (a length-normalised score; sequence-level inputs
+    are taken as they are).
 
     Returns:
-        ``(seq, ref_seq, valid, mask)``: sequence log-probs ``[B, G]`` in the compute dtype,
-        the detached reference sums ``[B, G]``, the bool ``valid`` mask ``[B, G]`` and the
-        bool token mask ``[B, G, T]`` (None for sequence-level inputs).
+        ``(seq, ref_seq, valid, mask, delta)``: sequence log-probs ``[B, G]`` in the
+        compute dtype, the detached reference scores ``[B, G]``, the bool ``valid`` mask
+        ``[B, G]``, the bool token mask ``[B, G, T]`` (None for sequence-level inputs) and
+        the log-ratio ``delta = seq − ref_seq`` ``[B, G]`` summed token by token.
     """
     check_tensor(fn, "logps", logps)
     check_tensor(fn, "ref_logps", ref_logps)
@@ -158,7 +166,7 @@ def prepare_group(
         check_finite(fn, "ref_logps", ref_logps, valid_b)
         seq = torch.where(valid_b, logps.to(dtype), zero)
         ref_seq = torch.where(valid_b, ref_logps.detach().to(dtype), zero)
-        return seq, ref_seq, valid_b, None
+        return seq, ref_seq, valid_b, None, seq - ref_seq
     if mask is None:
         mask_b = torch.ones_like(logps, dtype=torch.bool)
     else:
@@ -174,9 +182,14 @@ def prepare_group(
     live = mask_b & valid_b[..., None]  # (B, G, T)
     check_finite(fn, "logps", logps, live)
     check_finite(fn, "ref_logps", ref_logps, live)
-    seq = torch.where(live, logps.to(dtype), zero).sum(-1)  # (B, G)
-    ref_seq = torch.where(live, ref_logps.detach().to(dtype), zero).sum(-1)  # (B, G)
-    return seq, ref_seq, valid_b, mask_b
+    lp, ref = logps.to(dtype), ref_logps.detach().to(dtype)
+    seq = torch.where(live, lp, zero).sum(-1)  # (B, G)
+    ref_seq = torch.where(live, ref, zero).sum(-1)  # (B, G)
+    delta = torch.where(live, lp - ref, zero).sum(-1)  # (B, G), no cancellation
+    if seq_reduction == "mean":
+        n = mask_b.sum(-1).clamp_min(1).to(dtype)  # (B, G)
+        seq, ref_seq, delta = seq / n, ref_seq / n, delta / n
+    return seq, ref_seq, valid_b, mask_b, delta
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:

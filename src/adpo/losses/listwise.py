@@ -47,6 +47,7 @@ __all__ = ["adpo_loss", "kd_loss", "plackett_luce_nll", "reverse_adpo_loss"]
 
 Target = Literal["softmax", "plackett_luce", "top1"]
 Ties = Literal["breslow", "efron"]
+SeqReduction = Literal["sum", "mean"]
 
 
 def _tau(fn: str, tau: float | Tensor, B: int, dtype: torch.dtype, device) -> Tensor:
@@ -121,10 +122,13 @@ def _anchored(
     tau: float | Tensor,
     mask: Tensor | None,
     valid: Tensor | None,
+    seq_reduction: str = "sum",
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Early reduction and anchored logits. Returns ``(u, delta, valid, tau[B,1])``."""
-    seq, ref_seq, v, _ = prepare_group(fn, logps, ref_logps, mask, valid)
-    delta = seq - ref_seq  # (B, G)
+    check_choice(fn, "seq_reduction", seq_reduction, ("sum", "mean"))
+    _, _, v, _, delta = prepare_group(
+        fn, logps, ref_logps, mask, valid, seq_reduction=seq_reduction
+    )  # delta: (B, G)
     t = _tau(fn, tau, delta.shape[0], delta.dtype, delta.device)  # (B, 1)
     return delta / t, delta, v, t
 
@@ -183,6 +187,7 @@ def adpo_loss(
     mask: Tensor | None = None,
     valid: Tensor | None = None,
     ties: Ties = "breslow",
+    seq_reduction: SeqReduction = "sum",
 ) -> LossOutput:
     """Anchored listwise cross-entropy (ADPO, eq. 9; algorithm 1, line 24).
 
@@ -215,6 +220,11 @@ def adpo_loss(
         valid: ``[B, G]`` candidates that exist (groups with missing candidates); missing
             ones take no part in the softmax, the target or the ranking.
         ties: Plackett–Luce tie handling, ``"breslow"`` (default) or ``"efron"``.
+        seq_reduction: how token-level inputs reduce to a candidate's score: ``"sum"``
+            (default; ``log π(y) − log π_ref(y)``, the papers' sequence log-ratio) or
+            ``"mean"`` (divided by the candidate's token count: the length-normalised score
+            the ADPO authors' public code uses by default). See :func:`adpo_score_weights`
+            and the losses guide for when to choose which.
 
     Returns:
         ``LossOutput`` with metrics ``anchored_entropy`` (nats, mean over prompts),
@@ -225,7 +235,7 @@ def adpo_loss(
     """
     fn = "adpo_loss"
     check_choice(fn, "ties", ties, ("breslow", "efron"))
-    u, delta, v, t = _anchored(fn, logps, ref_logps, tau, mask, valid)
+    u, delta, v, t = _anchored(fn, logps, ref_logps, tau, mask, valid, seq_reduction)
     q, r = _target_distribution(
         fn,
         rewards,
@@ -249,6 +259,53 @@ def adpo_loss(
     return LossOutput(per_prompt.mean(), metrics)
 
 
+def adpo_score_weights(
+    delta: Tensor,
+    rewards: Tensor,
+    *,
+    target: Target = "softmax",
+    tau: float | Tensor = 1.0,
+    beta: float = 1.0,
+    valid: Tensor | None = None,
+    ties: Ties = "breslow",
+) -> tuple[LossOutput, Tensor]:
+    """The weights ``w = ∂(Σ_b L_b)/∂Δ`` of :func:`adpo_loss` at sequence scores ``Δ``.
+
+    A listwise loss couples the ``G`` candidates of a prompt, but only through numbers: its
+    gradient is ``Σ_i w_i ∇θ Δ_i`` with ``w_i`` a function of the whole group's current
+    scores ``Δ = log πθ − log π_ref`` (summed or token-mean). Given ``Δ`` for every
+    candidate of each group, this returns ``w`` (detached, float64) together with the
+    loss (mean over prompts) and its metrics, so a trainer can back-propagate
+    ``Σ_i w_i Δ_i(θ)`` over *any* split of the group's rows (micro-batches, processes) and
+    get the whole-group gradient of ``Σ_b L_b`` exactly (divide by the number of prompts
+    for the mean). The weights are computed by autograd through :func:`adpo_loss` itself:
+    one formula, one place.
+
+    Args:
+        delta: ``[B, G]`` current sequence scores (numbers; no graph is kept).
+        rewards: ``[B, G]``.
+        target: as in :func:`adpo_loss`.
+        tau: as in :func:`adpo_loss` (a float or ``[B]``).
+        beta: as in :func:`adpo_loss`.
+        valid: ``[B, G]``, as in :func:`adpo_loss`.
+        ties: as in :func:`adpo_loss`.
+
+    Returns:
+        ``(LossOutput, w)`` with ``w`` ``[B, G]``, 0 outside ``valid``.
+    """
+    fn = "adpo_score_weights"
+    check_tensor(fn, "delta", delta)
+    if delta.dim() != 2:
+        raise fail(fn, f"`delta` must be [B, G] sequence scores, got shape {tuple(delta.shape)}")
+    d = delta.detach().to(torch.float64).requires_grad_(True)
+    with torch.enable_grad():
+        out = adpo_loss(d, torch.zeros_like(d), rewards, target=target, tau=tau, beta=beta,
+                        valid=valid, ties=ties)  # fmt: skip
+        (w,) = torch.autograd.grad(out.loss * d.shape[0], d)
+    metrics = {k: v.detach() for k, v in out.metrics.items()}
+    return LossOutput(out.loss.detach(), metrics), w
+
+
 def reverse_adpo_loss(
     logps: Tensor,
     ref_logps: Tensor,
@@ -259,6 +316,7 @@ def reverse_adpo_loss(
     beta: float = 1.0,
     mask: Tensor | None = None,
     valid: Tensor | None = None,
+    seq_reduction: SeqReduction = "sum",
 ) -> LossOutput:
     """Reverse-ADPO: ``KL(p̃θ ‖ q)`` in anchored coordinates (ADPO paper, app. B.2).
 
@@ -272,7 +330,7 @@ def reverse_adpo_loss(
     Args/shapes as in :func:`adpo_loss`. Returns the same metrics.
     """
     fn = "reverse_adpo_loss"
-    u, delta, v, t = _anchored(fn, logps, ref_logps, tau, mask, valid)
+    u, delta, v, t = _anchored(fn, logps, ref_logps, tau, mask, valid, seq_reduction)
     q, r = _target_distribution(
         fn, rewards, targets, "softmax", beta, v, u.dtype, allow=("softmax",)
     )

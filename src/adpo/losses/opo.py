@@ -35,7 +35,7 @@ from adpo.losses._common import (
 )
 from adpo.losses.advantages import group_advantages, zero_signal_groups
 
-__all__ = ["escort_weights", "opo_loss"]
+__all__ = ["escort_weights", "opo_loss", "opo_per_candidate"]
 
 Ratio = Literal["log", "exact"]
 WeightNorm = Literal["group", "center", "batch", "none"]
@@ -91,6 +91,57 @@ def escort_weights(
     return w_hat, w_tilde
 
 
+def opo_per_candidate(
+    delta: Tensor,
+    omega: Tensor,
+    *,
+    mu: float = 1.0,
+    ratio: Ratio = "log",
+    eps: float = 1e-6,
+    max_log_ratio: float = 10.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """OPO's term of one candidate, ``−ω̂·x + μ/2·x²``, elementwise (OPO eq. 18).
+
+    Given the normalised escort weights ``ω̂`` (numbers from the rewards; see
+    :func:`escort_weights`), OPO's loss is a plain mean of these terms over candidates: no
+    candidate's term depends on another's score. So a trainer may compute ``ω̂`` where the
+    whole group is known and evaluate the terms over any split of the rows. ``x = Δ``
+    (``ratio="log"``) or ``v = e^Δ − 1`` (``"exact"``, linear beyond ``max_log_ratio``,
+    with the §6.5 positivity safeguard on the target; see :func:`opo_loss`).
+
+    Args:
+        delta: ``[...]`` sequence log-ratios Δ.
+        omega: ``[...]`` normalised escort weights ω̂ (detached), same shape.
+        mu: stiffness μ > 0, as in :func:`opo_loss`.
+        ratio: ``"log"`` or ``"exact"``, as in :func:`opo_loss`.
+        eps: the positivity margin of the exact ratio's target, as in :func:`opo_loss`.
+        max_log_ratio: where the exact ratio turns linear, as in :func:`opo_loss`.
+
+    Returns:
+        ``(per, x, clipped)``: the terms, ``x`` and where the safeguard clipped the target,
+        each of ``delta``'s shape.
+    """
+    w_hat = omega.detach().to(delta.dtype)
+    clipped = torch.zeros_like(delta, dtype=torch.bool)
+    if ratio == "log":
+        x = delta
+    else:
+        c = torch.as_tensor(max_log_ratio, dtype=delta.dtype, device=delta.device)
+        # v = e^Δ − 1 ≥ −1, continued linearly beyond Δ = max_log_ratio
+        x = torch.where(delta <= c, torch.expm1(delta.clamp_max(c)), c.exp() * (1 + delta - c) - 1)
+        floor = -mu * (1.0 - eps)  # §6.5 (ii): the target v* = ω̂/μ is kept ≥ −1 + ε
+        clipped = w_hat < floor
+        if bool(clipped.any()):
+            warnings.warn(
+                "opo_loss: with ratio='exact', some targets ω̂/μ lie below −1, which no ratio "
+                "π/π_k ≥ 0 reaches; they are clipped to −1 + eps (OPO §6.5 (ii)). A stiffness "
+                "μ ≥ max(−ω̂) avoids this (prop. 6.4); see the metric `target_clip_frac`",
+                stacklevel=3,
+            )
+        w_hat = torch.where(clipped, torch.full_like(w_hat, floor), w_hat)
+    return -w_hat * x + 0.5 * mu * x * x, x, clipped
+
+
 def opo_loss(
     logps: Tensor,
     ref_logps: Tensor,
@@ -106,6 +157,7 @@ def opo_loss(
     eps: float = 1e-6,
     max_log_ratio: float = 10.0,
     omega: Tensor | None = None,
+    seq_reduction: Literal["sum", "mean"] = "sum",
 ) -> LossOutput:
     """OPO loss ``mean_{b,g}[ −ω̂·x + μ/2·x² ]`` (OPO eq. 18, algorithm 1, line 8).
 
@@ -155,6 +207,9 @@ def opo_loss(
             ``weight_norm="batch"`` over a whole generation round, across micro-batches and
             processes, and passes each micro-batch its rows. ``rewards`` still give the
             metrics (and ω̃ for ``target_entropy``).
+        seq_reduction: ``"sum"`` (default) or ``"mean"``: the sequence score ``Δ`` is the
+            summed or the token-mean log-ratio (see :func:`adpo.losses.adpo_loss`); the
+            reference correction keeps its own choice (``ref_correction``).
 
     Returns:
         ``LossOutput`` with metrics ``omega_mean``/``omega_abs_max`` (ω̂),
@@ -175,7 +230,10 @@ def opo_loss(
     check_choice(fn, "ref_correction", ref_correction, ("none", "token_mean", "sequence"))
     if not 0 <= eps < 1:
         raise fail(fn, f"`eps` must lie in [0, 1), got {eps!r}")
-    seq, ref_seq, v, mask_b = prepare_group(fn, logps, ref_logps, mask, valid)
+    check_choice(fn, "seq_reduction", seq_reduction, ("sum", "mean"))
+    seq, ref_seq, v, mask_b, delta = prepare_group(fn, logps, ref_logps, mask, valid)
+    if seq_reduction == "mean" and mask_b is not None:
+        delta = delta / mask_b.sum(-1).clamp_min(1).to(delta.dtype)
     if rewards.shape != v.shape:
         raise fail(fn, f"`rewards` must have shape {tuple(v.shape)}, got {tuple(rewards.shape)}")
     adv = group_advantages(rewards, eps, valid=v).to(seq.dtype)  # (B, G)
@@ -202,26 +260,12 @@ def opo_loss(
             raise fail(fn, "`omega` must be finite")
         w_hat = torch.where(v, omega.detach().to(seq.dtype), torch.zeros((), dtype=seq.dtype))
 
-    delta = seq - ref_seq  # (B, G)
     zero = torch.zeros((), dtype=delta.dtype, device=delta.device)
-    clipped = torch.zeros_like(v)
-    if ratio == "log":
-        x = delta
-    else:
-        c = torch.as_tensor(max_log_ratio, dtype=delta.dtype, device=delta.device)
-        # v = e^Δ − 1 ≥ −1, continued linearly beyond Δ = max_log_ratio
-        x = torch.where(delta <= c, torch.expm1(delta.clamp_max(c)), c.exp() * (1 + delta - c) - 1)
-        floor = -mu * (1.0 - eps)  # §6.5 (ii): the target v* = ω̂/μ is kept ≥ −1 + ε
-        clipped = v & (w_hat < floor)  # (B, G)
-        if bool(clipped.any()):
-            warnings.warn(
-                "opo_loss: with ratio='exact', some targets ω̂/μ lie below −1, which no ratio "
-                "π/π_k ≥ 0 reaches; they are clipped to −1 + eps (OPO §6.5 (ii)). A stiffness "
-                "μ ≥ max(−ω̂) avoids this (prop. 6.4); see the metric `target_clip_frac`",
-                stacklevel=2,
-            )
-        w_hat = torch.where(clipped, torch.full_like(w_hat, floor), w_hat)
-    per = torch.where(v, -w_hat * x + 0.5 * mu * x * x, zero)  # (B, G)
+    per, x, clipped = opo_per_candidate(
+        delta, w_hat, mu=mu, ratio=ratio, eps=eps, max_log_ratio=max_log_ratio
+    )
+    clipped = clipped & v
+    per = torch.where(v, per, zero)  # (B, G)
     loss = per.sum() / v.sum()
 
     x_d = x.detach()

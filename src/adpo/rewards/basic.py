@@ -8,7 +8,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from adpo.rewards.text import completion_text, extract_boxed, extract_boxed_all, normalize_answer
+from adpo.rewards.text import (
+    _shorten,
+    completion_text,
+    extract_boxed,
+    extract_boxed_all,
+    normalize_answer,
+)
 
 __all__ = [
     "FormatReward",
@@ -70,26 +76,48 @@ def arithmetic_reward(completions: list[Any], answer: list[str], **kwargs: Any) 
 
 
 _BOXED_MARKER = "\\boxed{"
-_INT = re.compile(r"\s*(-?\d+)\s*")
+_INT = re.compile(r"\s*(-?)([0-9]+)\s*")
+
+
+def _integer_text(text: str) -> str | None:
+    """The integer ``text`` holds (ASCII digits, optional minus, spaces around) in canonical
+    form (``" -007 "`` → ``"-7"``, ``"-0"`` → ``"0"``); ``None`` for anything else.
+
+    String work only: ``int()`` refuses more than 4,300 digits (Python ≥ 3.11) and is
+    quadratic in the digits before that, and a completion can hold any number of them.
+    """
+    m = _INT.fullmatch(text)
+    if m is None:
+        return None
+    digits = m.group(2).lstrip("0") or "0"
+    return "-" + digits if m.group(1) and digits != "0" else digits
 
 
 def extract_boxed_integer(text: str) -> str | None:
     """The integer of a completion's one ``\\boxed{…}``, as text (``"012"`` → ``"12"``).
 
     ``None`` when the text has no ``\\boxed{`` marker, more than one, an unclosed one, or a
-    box that does not hold exactly one integer. Never raises on a string.
+    box that does not hold exactly one integer (ASCII digits, optional minus). Never
+    raises on a string, and takes time linear in its length.
     """
     boxes = extract_boxed_all(text)
     if len(boxes) != 1 or text.count(_BOXED_MARKER) != 1:
         return None
-    m = _INT.fullmatch(boxes[0])
-    return str(int(m.group(1))) if m else None
+    return _integer_text(boxes[0])
 
 
 def boxed_integer_score(completion: str, answer: str) -> float:
-    """1.0 when :func:`extract_boxed_integer` of ``completion`` equals the integer ``answer``."""
-    got = extract_boxed_integer(completion)
-    return float(got is not None and got == str(int(answer)))
+    """1.0 when :func:`extract_boxed_integer` of ``completion`` equals the integer ``answer``.
+
+    Raises:
+        ValueError: ``answer`` is not an integer.
+    """
+    want = _integer_text(str(answer))
+    if want is None:
+        raise ValueError(
+            f"boxed_integer_score: `answer` must be an integer, got {_shorten(answer)!r}"
+        )
+    return float(extract_boxed_integer(completion) == want)
 
 
 def chain_arithmetic_reward(
@@ -117,6 +145,10 @@ class FormatReward:
     With ``pattern=None`` (default), "well formed" means exactly one non-empty
     ``\\boxed{…}`` (the MATH answer convention). With a regular expression, it means
     ``re.search(pattern, text)`` finds a match (use ``^…$`` to require a full match).
+
+    Every check here is string code in time linear in the completion's length, except a
+    user ``pattern``, which runs as given: Python's ``re`` has no timeout, and a pattern
+    with nested quantifiers (``(a+)+$``) takes exponential time on some texts.
 
     Args:
         pattern: regular expression, or None for the boxed-answer check.

@@ -6,11 +6,17 @@ functions on the whole batch) or poison the group baseline. :func:`guard_reward`
 reward function so that:
 
 * a batch call that raises is retried sample by sample; samples that still raise get
-  ``None``,
+  ``None``. Each retry gets the sample's own slice of every per-sample argument TRL
+  passes (``prompts``, ``completions``, ``completion_ids``, the dataset columns and
+  ``environments``, TRL's list of one environment instance per completion when the
+  trainer has an ``environment_factory``); ``trainer_state`` as it is; and ``log_extra``/
+  ``log_metric`` collectors whose values reach TRL's hooks once for the batch (the
+  retried samples' ``log_extra`` values in batch order, ``None`` for samples that
+  failed or logged nothing; the mean of the retried samples' ``log_metric`` values),
 * non-finite values become ``None``,
 * failures are counted (``.failures``, ``.calls``) and logged through TRL's
   ``log_metric`` hook as ``rewards/<name>/failures`` (per batch), with one warning per
-  distinct error naming the sample.
+  distinct error naming the sample (long error texts shortened).
 
 ``None`` is TRL's "no reward for this completion": the completion takes no part in its
 group's baseline and gets no advantage (GRPO), and no place in the list (ADPO/OPO,
@@ -26,12 +32,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from adpo.rewards.text import _shorten
+
 __all__ = ["GuardedReward", "guard_reward", "guard_reward_funcs"]
 
 logger = logging.getLogger("adpo.rewards")
-
-# keyword arguments TRL passes that are not per-sample columns
-_NOT_COLUMNS = ("trainer_state", "log_extra", "log_metric", "environments")
 
 
 def _name(fn: Callable) -> str:
@@ -48,9 +53,11 @@ class GuardedReward:
         __name__: the wrapped function's name (TRL logs rewards under it).
         calls: completions scored so far.
         failures: completions whose reward raised or was not finite.
-        last_failed: for each sample of the last call, whether its reward failed (raised or
-            was not finite) as opposed to being ``None`` on purpose (the function's "does
-            not apply"); both reach TRL as ``None``. The online trainers read it to drop a
+        last_failed: for each sample of the last call, whether its reward failed (raised,
+            was not finite, or the wrapped function flagged its ``None`` as a failure in its
+            own ``last_failed`` list, as :class:`adpo.rewards.MathReward` does for a
+            timeout) as opposed to being ``None`` on purpose (the function's "does not
+            apply"); both reach TRL as ``None``. The online trainers read it to drop a
             sample any function failed on.
     """
 
@@ -65,6 +72,7 @@ class GuardedReward:
         self._warned: set[str] = set()
 
     def _warn(self, index: int, err: str) -> None:
+        err = _shorten(err)
         if err not in self._warned:
             self._warned.add(err)
             logger.warning(
@@ -75,15 +83,16 @@ class GuardedReward:
                 err,
             )
 
-    def _one(self, i: int, n: int, kwargs: dict[str, Any]) -> Any:
-        sliced = {}
-        for k, v in kwargs.items():
-            if k in _NOT_COLUMNS:
-                continue
-            sliced[k] = [v[i]] if isinstance(v, (list, tuple)) and len(v) == n else v
-        sliced["log_extra"] = None  # per-sample calls must not write misaligned columns
-        sliced["log_metric"] = None
-        sliced["trainer_state"] = kwargs.get("trainer_state")
+    def _one(self, i: int, n: int, kwargs: dict[str, Any], logs: _Logs) -> Any:
+        """Sample ``i`` of ``n`` alone: every per-sample list sliced to ``[v[i]]``."""
+        sliced = {
+            k: [v[i]] if isinstance(v, (list, tuple)) and len(v) == n else v
+            for k, v in kwargs.items()
+        }
+        if kwargs.get("log_extra") is not None:
+            sliced["log_extra"] = functools.partial(logs.extra, i)
+        if kwargs.get("log_metric") is not None:
+            sliced["log_metric"] = functools.partial(logs.metric, i)
         try:
             out = list(self.fn(**sliced))
         except Exception as e:
@@ -96,10 +105,16 @@ class GuardedReward:
 
     def __call__(self, **kwargs: Any) -> list[float | None]:
         n = len(kwargs.get("completions", kwargs.get("prompts", [])))
+        inner: list[bool] = [False] * n  # Nones the wrapped function itself calls failures
         try:
             values = list(self.fn(**kwargs))
+            reported = getattr(self.fn, "last_failed", None)
+            if isinstance(reported, list) and len(reported) == n:
+                inner = [bool(x) for x in reported]
         except Exception:
-            values = [self._one(i, n, kwargs) for i in range(n)]
+            logs = _Logs(n)
+            values = [self._one(i, n, kwargs, logs) for i in range(n)]
+            logs.flush(kwargs.get("log_extra"), kwargs.get("log_metric"), values)
         if len(values) != n:
             raise ValueError(
                 f"reward {self.__name__!r} returned {len(values)} values for {n} completions"
@@ -112,7 +127,7 @@ class GuardedReward:
                 flags.append(True)
             elif v is None:
                 out.append(None)
-                flags.append(False)
+                flags.append(inner[i])
             else:
                 try:
                     f = float(v)
@@ -137,6 +152,39 @@ class GuardedReward:
 
     def __repr__(self) -> str:
         return f"GuardedReward({self.__name__!r}, failures={self.failures}/{self.calls})"
+
+
+class _Logs:
+    """What the per-sample retries of one batch log, forwarded to TRL's hooks once.
+
+    TRL's ``log_extra(column, values)`` wants one value per completion of the batch and
+    ``log_metric(name, value)`` one scalar per batch: each retry logs here, and
+    :meth:`flush` sends each column in batch order (``None`` for a sample that failed or
+    did not log it) and each metric's mean over the samples that did not fail.
+    """
+
+    def __init__(self, n: int):
+        self.columns: dict[str, list] = {}  # column → n values
+        self.metrics: dict[str, list[tuple[int, float]]] = {}  # name → (sample, value)
+        self.n = n
+
+    def extra(self, i: int, column: str, values: list) -> None:
+        values = list(values)
+        if len(values) != 1:
+            raise ValueError(f"log_extra({column!r}) got {len(values)} values for one sample")
+        self.columns.setdefault(column, [None] * self.n)[i] = values[0]
+
+    def metric(self, i: int, name: str, value: float) -> None:
+        self.metrics.setdefault(name, []).append((i, float(value)))
+
+    def flush(self, log_extra: Callable | None, log_metric: Callable | None, out: list) -> None:
+        ok = [v is not _FAILED for v in out]
+        for column, values in self.columns.items():
+            log_extra(column, [v if ok[i] else None for i, v in enumerate(values)])
+        for name, logged in self.metrics.items():
+            kept = [v for i, v in logged if ok[i]]
+            if kept:
+                log_metric(name, sum(kept) / len(kept))
 
 
 class _Failed:

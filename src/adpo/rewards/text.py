@@ -46,8 +46,14 @@ def normalize_answer(text: str) -> str:
     whitespace; lower-cases.
     """
     s = text.strip().rstrip(".").strip()
-    while len(s) >= 2 and s[0] == "$" and s[-1] == "$":
-        s = s[1:-1].strip()
+    lo, hi = 0, len(s)  # peel $…$ pairs by index: slicing each time is quadratic
+    while hi - lo >= 2 and s[lo] == "$" and s[hi - 1] == "$":
+        lo, hi = lo + 1, hi - 1
+        while lo < hi and s[lo].isspace():
+            lo += 1
+        while hi > lo and s[hi - 1].isspace():
+            hi -= 1
+    s = s[lo:hi]
     m = re.fullmatch(r"\\text\{(.*)\}", s)
     if m:
         s = m.group(1).strip()
@@ -57,27 +63,42 @@ def normalize_answer(text: str) -> str:
     return _WS.sub(" ", s).lower()
 
 
+_BOX = re.compile(r"\\(?:boxed|fbox)\{")
+_BRACE = re.compile(r"[{}]")
+
+
 def extract_boxed_all(text: str) -> list[str]:
-    """Contents of every ``\\boxed{…}`` (or ``\\fbox{…}``) in ``text``, braces balanced."""
+    """Contents of every ``\\boxed{…}`` (or ``\\fbox{…}``) in ``text``, braces balanced.
+
+    One pass over the text (time linear in its length, whatever it holds); boxes inside
+    a box are part of its content, an unclosed box ends the list.
+    """
     out = []
     i = 0
-    while True:
-        starts = [j for j in (text.find("\\boxed{", i), text.find("\\fbox{", i)) if j >= 0]
-        if not starts:
-            return out
-        j = min(starts)
-        k = text.index("{", j) + 1
-        depth, m = 1, k
-        while m < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[m], 0)
-            m += 1
+    while (marker := _BOX.search(text, i)) is not None:
+        depth = 1
+        for brace in _BRACE.finditer(text, marker.end()):
+            depth += 1 if brace.group() == "{" else -1
+            if not depth:
+                break
         if depth:  # unbalanced: no closing brace
             return out
-        out.append(text[k : m - 1])
-        i = m
+        out.append(text[marker.end() : brace.start()])
+        i = brace.end()
+    return out
 
 
 def extract_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{…}`` in ``text``, or None."""
     boxes = extract_boxed_all(text)
     return boxes[-1] if boxes else None
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    """``text`` when it has at most ``limit`` characters, else its start, ``…`` and its length.
+
+    Log messages quote completions and error texts through it, so one long completion
+    cannot flood a training log.
+    """
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"

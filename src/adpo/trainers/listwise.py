@@ -65,6 +65,7 @@ from adpo.data.listwise import normalize_rows, tokenize_row
 from adpo.logprobs import selective_log_softmax, sequence_logps
 from adpo.losses import LossOutput, adpo_loss, softmax_targets
 from adpo.metrics import ndcg, top1_accuracy
+from adpo.trainers._model import disable_dropout
 
 __all__ = ["ListwiseCollator", "ListwiseConfig", "ListwiseTrainer", "group_logps"]
 
@@ -114,6 +115,13 @@ class ListwiseConfig(TrainingArguments):
     ties: Literal["breslow", "efron"] = field(
         default="breslow", metadata={"help": "Plackett–Luce tie handling"}
     )
+    seq_reduction: Literal["sum", "mean"] = field(
+        default="sum",
+        metadata={
+            "help": "a completion's score: its summed log-ratio ('sum', the paper's) or the "
+            "token mean ('mean', length-normalised; the ADPO authors' code's default)"
+        },
+    )
     anchor: Literal["fixed", "precomputed", "self", "ema", "on_policy"] = field(
         default="fixed",
         metadata={
@@ -158,7 +166,12 @@ class ListwiseConfig(TrainingArguments):
         },
     )
     disable_dropout: bool = field(
-        default=True, metadata={"help": "disable dropout in the policy and reference models"}
+        default=True,
+        metadata={
+            "help": "set every dropout rate of the policy and reference models to 0 (dropout "
+            "layers and attention-kernel rates such as Qwen's `attention_dropout`), so the "
+            "training forward is deterministic; False keeps the models' dropout in training"
+        },
     )
     # TrainingArguments fields whose defaults differ here
     learning_rate: float = field(default=1.5e-5, metadata={"help": "AdamW learning rate"})
@@ -198,6 +211,10 @@ class ListwiseConfig(TrainingArguments):
         if self.ties not in ("breslow", "efron"):
             raise ValueError(
                 f"ListwiseConfig: `ties` must be 'breslow' or 'efron', got {self.ties!r}"
+            )
+        if self.seq_reduction not in ("sum", "mean"):
+            raise ValueError(
+                f"ListwiseConfig: `seq_reduction` must be 'sum' or 'mean', got {self.seq_reduction!r}"
             )
         for name in ("tau", "target_beta"):
             v = getattr(self, name)
@@ -311,6 +328,15 @@ def group_logps(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
     return flat.view(B, G)
 
 
+def completion_lengths(batch: Mapping[str, Tensor]) -> Tensor:
+    """Completion tokens of every candidate, ``[B, G]`` (1 where not ``valid``)."""
+    B, G = batch["valid"].shape
+    cmask = batch["completion_mask"]  # (N, L)
+    n = cmask.sum(-1).to(torch.float32)  # (N,)
+    flat = n.new_ones(B * G).index_put((batch["group_index"],), n.clamp_min(1.0))  # (B·G,)
+    return flat.view(B, G)
+
+
 @torch.no_grad()
 def _token_kl(
     policy: nn.Module, ref: nn.Module, batch: Mapping[str, Tensor]
@@ -340,12 +366,6 @@ class _AnchorRefresh(TrainerCallback):
         if anchor is not None and not isinstance(anchor, (FixedAnchor, SelfAnchor)):
             anchor.refresh(self.trainer.model)
         return control
-
-
-def _disable_dropout(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
 
 
 class ListwiseTrainer(Trainer):
@@ -406,9 +426,9 @@ class ListwiseTrainer(Trainer):
         if train_dataset is None:
             raise ValueError("ListwiseTrainer: `train_dataset` is required")
         if args.disable_dropout:
-            _disable_dropout(model)
+            disable_dropout(model)
             if ref_model is not None:
-                _disable_dropout(ref_model)
+                disable_dropout(ref_model)
         pad = processing_class.pad_token_id
         if pad is None:
             pad = processing_class.eos_token_id
@@ -615,6 +635,9 @@ class ListwiseTrainer(Trainer):
             ref = inputs["ref_logps"].to(logps.dtype)  # (B, G) precomputed
         else:
             ref = self.anchor.anchor_logps(group_logps, inputs)  # (B, G)
+        if self.args.seq_reduction == "mean":  # token-mean scores: both sums ÷ the length
+            n = completion_lengths(inputs).to(logps.dtype)  # (B, G)
+            logps, ref = logps / n, ref / n
         out = self.listwise_loss(logps, ref, inputs)
         mode = "train" if model.training else "eval"
         for key, value in out.metrics.items():

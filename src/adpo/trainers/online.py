@@ -17,15 +17,30 @@ Shape glossary:
 
 What changes relative to ``GRPOTrainer``, and why:
 
-* **Whole groups.** TRL shuffles the completions of a generation round one by one before
-  splitting them into micro-batches, which scatters a prompt's ``G`` completions over
-  several micro-batches. A listwise loss is only correct on whole groups, so the round
-  is shuffled and split *by group* (:func:`shuffle_groups`), and the config requires
-  ``per_device_train_batch_size % num_generations == 0``. Every row carries a
-  ``group_index``; each micro-batch checks that rows ``b·G … b·G+G−1`` share one index.
-  TRL's ``RepeatSampler`` lays prompts out as consecutive runs of ``G`` and hands each
-  process a contiguous slice of ``per_device_train_batch_size·steps_per_generation``
-  rows, so with the divisibility rule every process holds whole groups too.
+* **Exact groups at any micro-batch size.** A listwise loss couples a prompt's ``G``
+  completions, but only through numbers: its gradient is ``Σ_i w_i ∇θ Δ_i`` with
+  ``w_i = ∂L/∂Δ_i`` a function of the whole group's scores. Every row carries a global
+  ``group_index`` (TRL's ``RepeatSampler`` lays prompts out as runs of ``G``, each process a
+  contiguous slice, so a group may straddle two processes). At the start of each optimizer
+  step (``_begin_step``) the step's groups and scored completions are counted over all
+  its micro-batches and processes, and the loss is their mean however the step is cut.
+
+  - ``per_device_train_batch_size`` a multiple of ``G``: the round is shuffled and split
+    *by group* (:func:`shuffle_groups`), every micro-batch holds whole groups (checked) and
+    computes the loss directly, as before.
+  - Otherwise a micro-batch holds part of a group. OPO's terms are per completion once the
+    escort weights ``ω̂`` are known, and those come from the rewards: they are computed over
+    the whole round at generation (:func:`adpo.losses.opo_per_candidate`). ADPO's weights
+    ``w`` come from :func:`adpo.losses.adpo_score_weights` over the step's whole groups
+    (gathered as numbers from every process): right after generation with the on-policy
+    anchor the policy *is* the anchor, ``Δ ≡ 0``, and ``w`` follows from the rewards
+    alone; otherwise (a later step of the round, ``num_iterations`` > 1, a fixed/self/EMA
+    anchor, or the per-prompt entropy-reward τ, which reads each group's entropy) one
+    no-grad forward over the step's rows gives the current scores first. Each micro-batch
+    then back-propagates ``Σ_i w_i Δ_i``; the update equals the whole-group update to float
+    tolerance (tests under plain SGD, one and two processes). A round that feeds several
+    optimizer steps must give each step whole groups on each process
+    (``per_device_train_batch_size × gradient_accumulation_steps`` a multiple of ``G``).
 * **Anchors** (``π_ref`` in ``Δ = log πθ − log π_ref``), computed once per generation round
   and stored with the round's completions:
 
@@ -35,8 +50,9 @@ What changes relative to ``GRPOTrainer``, and why:
     costs no model copy: the generating policy's log-probs are taken before the first
     update of the round (TRL's ``old_per_token_logps``), or, when the round is a single
     optimizer step, the detached current log-probs, which are the same numbers.
-  - ``"fixed"``: the initial policy (or ``ref_model`` when given; with PEFT, the base
-    model with adapters disabled).
+  - ``"fixed"``: the initial policy (or ``ref_model`` when given; with PEFT, the model
+    with a frozen copy of its adapter as it was at construction, TRL's ``"ref"`` adapter:
+    a trained adapter is part of the initial policy).
   - ``"ema"``: an exponential moving average of the policy's weights, folded once per
     round before generation (:class:`adpo.anchors.EMAAnchor`).
 * **Rewards** are the raw weighted reward sums (ADPO's targets and OPO's escort weights
@@ -70,9 +86,19 @@ from trl import GRPOConfig, GRPOTrainer
 
 from adpo._compat import trl as seam
 from adpo.anchors import EMAAnchor, FixedAnchor, canonical_anchor
-from adpo.losses import LossOutput, adpo_loss, escort_weights, group_advantages, opo_loss
+from adpo.losses import (
+    LossOutput,
+    adpo_loss,
+    adpo_score_weights,
+    escort_weights,
+    group_advantages,
+    opo_loss,
+    opo_per_candidate,
+)
 from adpo.rewards.guard import guard_reward_funcs
 from adpo.schedules import EntropyRewardTemperature, GuardedTemperature, policy_entropy_norm
+from adpo.trainers import _model_card
+from adpo.trainers._model import disable_dropout, has_dropout
 from adpo.trainers.grpo_fields import refusal_message, refused_fields
 
 __all__ = [
@@ -134,16 +160,16 @@ class AnchoredGroupConfig(GRPOConfig):
             round; no model copy), ``"fixed"`` (the trainer's ``ref_model``; without one,
             the initial model), ``"self"`` (a frozen snapshot of the initial model) or
             ``"ema"`` (moving average of the policy's weights, updated once per round).
-            ``"fixed"``, ``"self"`` and ``"ema"`` hold one frozen model copy (none under
-            PEFT for ``fixed``/``self``: adapters off). ``"precomputed"`` does not apply
+            ``"fixed"``, ``"self"`` and ``"ema"`` hold one frozen model copy (under PEFT,
+            ``fixed``/``self`` hold a frozen copy of the adapter instead). ``"precomputed"`` does not apply
             (rounds are generated fresh); ``"dynamic"`` is a deprecated ``"on_policy"``.
         anchor_ema_decay (`float`, defaults to `0.99`):
             Decay ``d`` of the EMA anchor, ``θ_a ← d·θ_a + (1−d)·θ`` per round.
         log_kl_to_init (`bool`, defaults to `False`):
             Log ``kl_to_init``, the per-token k3 estimate of KL(πθ ‖ π_init) on the
             round's completions. It costs one extra forward pass per round and, unless
-            the anchor is ``"fixed"`` or the model is a PEFT model (adapters disabled), a
-            frozen copy of the initial model: off by default, so a default run holds what
+            the anchor is ``"fixed"``, a frozen copy of the initial model (of its adapter
+            under PEFT): off by default, so a default run holds what
             ``GRPOTrainer`` with ``beta=0`` holds (no reference model). The ``"fixed"``
             and ``"ema"`` anchors need their own model copy; that is their cost.
         accuracy_reward (`str` or `None`, defaults to `None`):
@@ -165,6 +191,11 @@ class AnchoredGroupConfig(GRPOConfig):
             resumed run would silently restart the EMA anchor at the current weights and
             τ at its start value, so a checkpoint without that file is refused; `True`
             resumes anyway (with a warning), generating the next round afresh.
+        seq_reduction (`str`, defaults to `"sum"`):
+            A completion's score ``Δ``: its summed log-ratio ``log πθ(y) − log π_ref(y)``
+            (``"sum"``, the papers' formulas) or the token mean (``"mean"``, a length-normalised
+            score, the default of the ADPO authors' public code); see
+            :func:`adpo.losses.adpo_loss`.
     """
 
     anchor: str = field(
@@ -195,17 +226,32 @@ class AnchoredGroupConfig(GRPOConfig):
         default=False,
         metadata={"help": "Resume from a checkpoint that lacks adpo's trainer state."},
     )
+    seq_reduction: str = field(
+        default="sum",
+        metadata={
+            "help": "A completion's score: summed ('sum') or token-mean ('mean') log-ratio.",
+            "choices": ["sum", "mean"],
+        },
+    )
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        # before GRPOConfig's own checks, whose message would not say why
-        if self.num_generations and self.per_device_train_batch_size % self.num_generations != 0:
-            raise ValueError(
-                f"{name}: `per_device_train_batch_size` ({self.per_device_train_batch_size}) must be "
-                f"a multiple of `num_generations` ({self.num_generations}): the listwise loss needs "
-                "all completions of a prompt in one micro-batch (whole groups)"
-            )
         super().__post_init__()
+        if self.seq_reduction not in ("sum", "mean"):
+            raise ValueError(
+                f"{name}: `seq_reduction` must be 'sum' or 'mean', got {self.seq_reduction!r}"
+            )
+        G, ga = self.num_generations, self.gradient_accumulation_steps
+        if G and self.steps_per_generation > ga and (self.per_device_train_batch_size * ga) % G:
+            raise ValueError(
+                f"{name}: with several optimizer steps per generation round (steps_per_generation "
+                f"{self.steps_per_generation} > gradient_accumulation_steps {ga}) each step must hold "
+                "whole groups on every process, so per_device_train_batch_size × "
+                f"gradient_accumulation_steps ({self.per_device_train_batch_size * ga}) must be a "
+                f"multiple of num_generations ({G}). With one optimizer step per round "
+                "(steps_per_generation = gradient_accumulation_steps, TRL's default) any "
+                "per_device_train_batch_size works"
+            )
         self.anchor = canonical_anchor(self.anchor, owner=f"{name}: `anchor`")
         if self.anchor not in _ANCHORS:
             raise ValueError(
@@ -385,7 +431,8 @@ class OPOConfig(AnchoredGroupConfig):
     learning_rate: float = field(default=2e-6, metadata={"help": "AdamW learning rate."})
     num_generations: int | None = field(default=6, metadata={"help": "Completions per prompt (G)."})
     per_device_train_batch_size: int = field(
-        default=6, metadata={"help": "Completions per micro-batch (a multiple of G)."}
+        default=6,
+        metadata={"help": "Completions per micro-batch (any size; one group by default)."},
     )
     alpha: float = field(default=0.4, metadata={"help": "Escort exponent α in [0, 1]."})
     mu: float = field(default=1.0, metadata={"help": "Stiffness μ of the χ² penalty."})
@@ -559,6 +606,24 @@ def _snapshot_adapter(model: nn.Module) -> None:
             param.requires_grad_(False)
 
 
+def _valid_rows(batch: dict[str, Any]) -> Tensor:
+    """``[N]`` completions that take part in the loss: scored and with at least one token."""
+    return batch["reward_valid"].bool() & _token_mask(batch).bool().any(-1)
+
+
+def _token_mask(batch: dict[str, Any]) -> Tensor:
+    """``[N, T]`` the tokens that count: the completion's, without tool output."""
+    mask = batch["completion_mask"]
+    return mask if batch.get("tool_mask") is None else mask * batch["tool_mask"]
+
+
+def _scores(logps: Tensor, anchor: Tensor, mask: Tensor, how: str) -> Tensor:
+    """``[N]`` sequence scores ``Δ``: log-ratios summed token by token, or their token mean."""
+    m = mask.to(torch.float32)
+    delta = ((logps.float() - anchor.float()) * m).sum(-1)  # (N,)
+    return delta / m.sum(-1).clamp_min(1.0) if how == "mean" else delta
+
+
 def _is_scalar(v: Any) -> bool:
     return isinstance(v, Tensor) and v.ndim == 0
 
@@ -662,6 +727,19 @@ class _AnchoredGroupTrainer(GRPOTrainer):
 
         self._round = 0  # generation rounds so far (this process)
         self._round_rewards = seam.RewardHandOff()
+        # micro-batches may hold part of a group: the loss back-propagates per-row weights
+        self._split = args.per_device_train_batch_size % self.num_generations != 0
+        if args.disable_dropout:  # TRL's helper misses rates handed to kernels (Qwen3's SDPA)
+            disable_dropout(self.model)
+        if self._split and has_dropout(self.model):
+            warnings.warn(
+                f"{cls}: micro-batches split groups and the model has active dropout: the "
+                "pass that computes each group's weights and the training forward then see "
+                "different dropout masks, so the update is not the whole-group update. Set "
+                "`disable_dropout=True` for exact groups",
+                stacklevel=2,
+            )
+        self._pending_step_log: tuple[Tensor, dict[str, Tensor]] | None = None
         self._per_prompt_tau: EntropyRewardTemperature | None = None
         self._tau_schedule = self._make_tau_schedule()
         self._entropy_ref: float | None = None  # H_0: mean token entropy of the first step
@@ -688,11 +766,17 @@ class _AnchoredGroupTrainer(GRPOTrainer):
 
     def _token_logps(self, module: nn.Module, batch: dict[str, Any]) -> Tensor:
         """Per-token log-probs ``[N, T]`` of the round's completions under ``module`` (no grad)."""
+        return self._no_grad_forward(module, batch, entropy=False)[0]
+
+    def _no_grad_forward(
+        self, module: nn.Module, batch: dict[str, Any], *, entropy: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Per-token log-probs and (optionally) entropies ``[N, T]`` under ``module``, no grad."""
         input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
         attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
         training = self.model.training
         with torch.no_grad():
-            logps, _, _ = seam.token_logps_and_entropies(
+            logps, entropies, _ = seam.token_logps_and_entropies(
                 self,
                 module,
                 input_ids,
@@ -702,8 +786,9 @@ class _AnchoredGroupTrainer(GRPOTrainer):
                 batch_size=self.args.per_device_train_batch_size
                 if training
                 else self.args.per_device_eval_batch_size,
+                compute_entropy=entropy,
             )
-        return logps.detach()
+        return logps.detach(), None if entropies is None else entropies.detach()
 
     def _init_logps(self, batch: dict[str, Any]) -> Tensor:
         """Log-probs under the initial policy (or ``ref_model``): ``[N, T]``."""
@@ -733,21 +818,28 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         G = self.num_generations if mode == "train" else self.num_generations_eval
         n = len(inputs)
+        P, proc = self.accelerator.num_processes, self.accelerator.process_index
+        # TRL's RepeatSampler lays prompts out as runs of G over the whole round, and each
+        # process gets a contiguous slice: check the runs (across processes when a group
+        # straddles two of them)
+        prompts = [x.get("prompt") for x in inputs]
         if n % G:
+            from accelerate.utils import gather_object
+
+            prompts = gather_object(prompts)
+        if len(prompts) % G:
             raise RuntimeError(
-                f"{type(self).__name__}: this process got {n} rows for a round, not a whole "
-                f"number of groups of {G}"
+                f"{type(self).__name__}: this round has {len(prompts)} rows, not a whole number "
+                f"of groups of {G}"
             )
-        for g in range(n // G):  # TRL's RepeatSampler must have laid prompts out as runs of G
-            first = inputs[g * G].get("prompt")
-            if any(inputs[g * G + j].get("prompt") != first for j in range(1, G)):
+        for g in range(len(prompts) // G):
+            if any(prompts[g * G + j] != prompts[g * G] for j in range(1, G)):
                 raise RuntimeError(
                     f"{type(self).__name__}: rows {g * G}..{g * G + G - 1} of this round do not "
                     "share one prompt; the sampler broke the group layout"
                 )
         out = super()._generate_and_score_completions(inputs)
         device = out["completion_ids"].device
-        proc = self.accelerator.process_index
         local = slice(proc * n, (proc + 1) * n)
 
         # rewards of the whole round (every process): a completion leaves its group when a
@@ -781,12 +873,9 @@ class _AnchoredGroupTrainer(GRPOTrainer):
             adv = group_advantages(rewards.view(-1, G), valid=valid.view(-1, G))
             seam.replace_logged_advantages(self, adv.reshape(-1).tolist())
 
-        # a unique id per group: rounds × processes × local groups
-        n_groups = n // G
-        offset = (self._round * self.accelerator.num_processes + proc) * n_groups
-        out["group_index"] = (
-            torch.arange(n_groups, device=device).repeat_interleave(G) + offset
-        )  # (N,)
+        # a unique id per group: its place in the round (all processes), counted over rounds
+        pos = proc * n + torch.arange(n, device=device)  # (N,) global row positions
+        out["group_index"] = self._round * (P * n // G) + pos // G  # (N,)
 
         # the anchor, in training and evaluation alike
         anchor = self.args.anchor
@@ -834,7 +923,8 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         """Per-row numbers a loss needs from the whole round (``rewards``/``valid``: ``[N·P]``)."""
 
     def _prepare_inputs(self, generation_batch: Any) -> dict[str, Any]:
-        # TRL's `_prepare_inputs`, with the round shuffled and split by whole groups.
+        # TRL's `_prepare_inputs`, with the round shuffled by whole groups where it can be,
+        # and each optimizer step prepared by _begin_step.
         if not self.model.training:
             return self._generate_and_score_completions(generation_batch)
         spg = self.args.steps_per_generation
@@ -843,10 +933,46 @@ class _AnchoredGroupTrainer(GRPOTrainer):
             if self._ema_anchor is not None:  # fold the current policy in, once per round
                 self._ema_anchor.refresh(self.accelerator.unwrap_model(self.model))
             batch = self._generate_and_score_completions(generation_batch)
-            batch = shuffle_groups(seam.split_images(batch), self.num_generations)
+            n = len(batch["completion_ids"])
+            # whole groups move together when this process holds whole groups (always when a
+            # round feeds several optimizer steps); otherwise row by row, as TRL does: the
+            # round is then one optimizer step and the weights see whole groups anyway
+            unit = self.num_generations if n % self.num_generations == 0 else 1
+            batch = shuffle_groups(seam.split_images(batch), unit)
             self._buffered_inputs = seam.split_round(batch, spg)
             self._round += 1
-        return self._buffered_inputs[self._step % spg]
+        j = self._step % spg
+        ga = self.args.gradient_accumulation_steps
+        if j % ga == 0:  # the first micro-batch of an optimizer step
+            self._begin_step(
+                self._buffered_inputs[j : j + ga], fresh=self._step % generate_every == 0
+            )
+        return self._buffered_inputs[j]
+
+    def _begin_step(self, micro_batches: list[dict[str, Any]], *, fresh: bool) -> None:
+        """What an optimizer step needs before its first micro-batch (training only).
+
+        Closes the previous step's schedule statistics; counts the step's groups with a
+        scored completion and its scored completions over every micro-batch and process
+        (``step_groups``, ``step_rows``: the loss is the mean over them, however the step is
+        cut); and, when micro-batches split groups, each completion's weight (ADPO).
+        ``fresh``: the policy is the one that generated the round (no update since).
+        """
+        if (self._tau_schedule is not None or self._per_prompt_tau is not None) and self._step:
+            self._close_step_stats()
+        gid = torch.cat([mb["group_index"] for mb in micro_batches])
+        valid = torch.cat([_valid_rows(mb) for mb in micro_batches])
+        all_gid, all_valid = self.accelerator.gather((gid, valid.to(torch.int64)))
+        all_valid = all_valid.bool()
+        groups = int(all_gid[all_valid].unique().numel())
+        rows = int(all_valid.sum())
+        for mb in micro_batches:
+            mb["step_groups"], mb["step_rows"] = groups, rows
+        if self._split:
+            self._split_weights(micro_batches, fresh=fresh)
+
+    def _split_weights(self, micro_batches: list[dict[str, Any]], *, fresh: bool) -> None:
+        """Per-completion numbers the loss needs when a micro-batch holds part of a group."""
 
     # ---- loss -----------------------------------------------------------------------
 
@@ -889,63 +1015,64 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         )  # (N, T), (N, T)
 
         N, T = per_token_logps.shape
-        if N % G:
-            raise RuntimeError(
-                f"{type(self).__name__}: micro-batch of {N} rows is not whole groups of {G}"
-            )
-        B = N // G
-        gid = inputs["group_index"].view(B, G)
-        if not (gid == gid[:, :1]).all() or gid[:, 0].unique().numel() != B:
-            raise RuntimeError(
-                f"{type(self).__name__}: a micro-batch holds a partial group (group ids "
-                f"{gid.tolist()}); the listwise loss needs whole groups"
-            )
-
         anchor = inputs.get("anchor_per_token_logps")
         if anchor is None:
             anchor = per_token_logps.detach()
         mask_b = mask.bool()
-        valid = inputs["reward_valid"].view(B, G) & mask_b.any(-1).view(B, G)  # (B, G)
-        keep = valid.any(-1)  # (B,) groups with at least one scored completion
+        valid_rows = inputs["reward_valid"].bool() & mask_b.any(-1)  # (N,)
         m = mask_b.to(torch.float32)
         ent_rows = (entropies.detach().float() * m).sum(-1)  # (N,)
         tok_rows = m.sum(-1)  # (N,)
-        schedule = self._tau_schedule is not None or self._per_prompt_tau is not None
-        if schedule and mode == "train":
-            if self._step % self.current_gradient_accumulation_steps == 0 and self._step > 0:
-                self._close_step_stats()  # first micro-batch of an optimizer step
-            v = valid.reshape(-1).to(torch.float32)
+        if mode == "train" and (self._tau_schedule is not None or self._per_prompt_tau is not None):
+            v = valid_rows.to(torch.float32)
             stats = torch.stack(
                 [ent_rows.sum(), tok_rows.sum(), (inputs["raw_rewards"].float() * v).sum(), v.sum()]
             ).double()
             self._step_stats = stats if self._step_stats is None else self._step_stats + stats
 
         metrics: dict[str, Tensor] = {}
-        if G < 2:  # evaluation with num_generations_eval=1: no list to rank, no loss
-            loss = torch.full((), float("nan"), device=per_token_logps.device)
-        elif keep.any():
-            rows = {
-                "entropy_sum": ent_rows.view(B, G)[keep],
-                "token_count": tok_rows.view(B, G)[keep],
-            }
-            for key in ("reward_correct", "omega_hat"):
-                if key in inputs:
-                    rows[key] = inputs[key].view(B, G)[keep]
-            out = self._group_loss(
-                per_token_logps.view(B, G, T)[keep],
-                anchor.view(B, G, T)[keep],
-                inputs["rewards"].view(B, G)[keep],
-                mask_b.view(B, G, T)[keep],
-                valid[keep],
-                rows,
-            )
-            loss, metrics = out.loss, out.metrics
-        else:  # nothing to learn from; stay connected to the graph (DDP needs every grad)
-            loss = per_token_logps.sum() * 0.0
-        policy_loss = loss.detach()
+        if mode == "train" and self._split:  # rows of any groups: weights from _begin_step
+            scores = _scores(per_token_logps, anchor, mask_b, self.args.seq_reduction)  # (N,)
+            loss_sum, policy_loss, metrics = self._split_loss(scores, inputs, valid_rows)
+            loss_mean = loss_sum  # (a batch given directly holds whole groups: not this path)
+        else:
+            self._check_whole_groups(inputs["group_index"], N, G)
+            B = N // G
+            valid = valid_rows.view(B, G)
+            keep = valid.any(-1)  # (B,) groups with at least one scored completion
+            if G < 2:  # evaluation with num_generations_eval=1: no list to rank, no loss
+                loss_mean = torch.full((), float("nan"), device=per_token_logps.device)
+                units = 0
+            elif keep.any():
+                rows = {
+                    "entropy_sum": ent_rows.view(B, G)[keep],
+                    "token_count": tok_rows.view(B, G)[keep],
+                }
+                for key in ("reward_correct", "omega_hat"):
+                    if key in inputs:
+                        rows[key] = inputs[key].view(B, G)[keep]
+                out = self._group_loss(
+                    per_token_logps.view(B, G, T)[keep],
+                    anchor.view(B, G, T)[keep],
+                    inputs["rewards"].view(B, G)[keep],
+                    mask_b.view(B, G, T)[keep],
+                    valid[keep],
+                    rows,
+                )
+                loss_mean, metrics = out.loss, out.metrics
+                units = int(keep.sum()) if self._unit == "groups" else int(valid.sum())
+            else:  # nothing to learn from; stay connected to the graph (DDP needs every grad)
+                loss_mean, units = per_token_logps.sum() * 0.0, 0
+            loss_sum = loss_mean * units
+            policy_loss = loss_mean.detach()
 
+        loss = loss_mean
         if mode == "train":
-            loss = loss / self.current_gradient_accumulation_steps
+            per_step = inputs.get(f"step_{self._unit}")
+            if per_step is None:  # a batch handed in directly is its own optimizer step
+                loss = loss_mean / self.current_gradient_accumulation_steps
+            else:  # the mean over the step's groups (rows), however it is cut; DDP averages
+                loss = loss_sum * (self.accelerator.num_processes / max(int(per_step), 1))
         if self.aux_loss_enabled:  # MoE router loss, added and logged as GRPOTrainer does
             normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
             loss = loss + self.router_aux_loss_coef * aux_loss / normalizer
@@ -957,6 +1084,25 @@ class _AnchoredGroupTrainer(GRPOTrainer):
             mode, metrics, entropies, per_token_logps, mask_b, inputs, policy_loss
         )
         return loss
+
+    def _check_whole_groups(self, group_index: Tensor, N: int, G: int) -> None:
+        if N % G:
+            raise RuntimeError(
+                f"{type(self).__name__}: micro-batch of {N} rows is not whole groups of {G}"
+            )
+        gid = group_index.view(N // G, G)
+        if not (gid == gid[:, :1]).all() or gid[:, 0].unique().numel() != N // G:
+            raise RuntimeError(
+                f"{type(self).__name__}: a micro-batch holds a partial group (group ids "
+                f"{gid.tolist()}); the listwise loss needs whole groups"
+            )
+
+    def _split_loss(
+        self, scores: Tensor, inputs: dict[str, Any], valid: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """``(loss summed over this micro-batch's rows, its value to log, metrics)`` when the
+        micro-batch may hold part of a group; ``scores``/``valid``: ``[N]``."""
+        raise NotImplementedError
 
     def _log_step_metrics(
         self,
@@ -983,12 +1129,15 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         k = len(self._metric_names)
         means = allv[:, :k].nanmean(0)
         for name, v in zip(self._metric_names, means.tolist(), strict=True):
-            self._metrics[mode][name].append(v)
-        sums = allv[:, k:].sum(0).tolist()
+            if not math.isnan(v):  # a metric this micro-batch does not carry (split groups)
+                self._metrics[mode][name].append(v)
+        sums = allv[:, k:-1].sum(0).tolist()
         self._metrics[mode]["entropy"].append(sums[0] / max(sums[1], 1.0))
         if init is not None:
             self._metrics[mode]["kl_to_init"].append(sums[2] / max(sums[3], 1.0))
-        self._metrics[mode]["policy_loss"].append(sums[4] / allv.shape[0])
+        policy = allv[:, -1].nanmean().item()
+        if not math.isnan(policy):
+            self._metrics[mode]["policy_loss"].append(policy)
 
     # ---- schedules and checkpoints ----------------------------------------------------
 
@@ -1053,6 +1202,11 @@ class _AnchoredGroupTrainer(GRPOTrainer):
         rank = self.accelerator.process_index
         torch.save(self._extra_state(), os.path.join(folder, _STATE_FILE.format(rank=rank)))
 
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """TRL's model card, completed by :func:`adpo.trainers._model_card.complete`."""
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        _model_card.complete(self)
+
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
@@ -1099,7 +1253,7 @@ class _AnchoredGroupTrainer(GRPOTrainer):
 
 
 class ADPOTrainer(_AnchoredGroupTrainer):
-    """ADPO on TRL: the anchored listwise loss :func:`adpo.losses.adpo_loss` on whole groups.
+    """ADPO on TRL: the anchored listwise loss :func:`adpo.losses.adpo_loss`, groups exact.
 
     Usage mirrors ``GRPOTrainer``::
 
@@ -1120,6 +1274,8 @@ class ADPOTrainer(_AnchoredGroupTrainer):
     _config_class = ADPOConfig
     _tag_names = ["trl", "adpo"]  # noqa: RUF012
     _name = "ADPO"
+    _paper = _model_card.ADPO_PAPER
+    _unit = "groups"  # the loss is a mean over prompts
     _metric_names = (
         "anchored_entropy",
         "anchored_entropy_norm",
@@ -1181,11 +1337,101 @@ class ADPOTrainer(_AnchoredGroupTrainer):
             mask=mask,
             valid=valid,
             ties=a.ties,
+            seq_reduction=a.seq_reduction,
         )
+
+    def _split_weights(self, micro_batches, *, fresh):
+        """Each completion's weight ``w = ∂(Σ_b L_b)/∂Δ`` from its whole group's current scores.
+
+        The groups of this optimizer step are whole over its micro-batches and processes;
+        their scores ``Δ`` are gathered as numbers and :func:`adpo.losses.adpo_score_weights`
+        gives ``w``. Right after generation with the on-policy anchor the policy *is* the
+        anchor, ``Δ ≡ 0``, and the weights follow from the rewards alone; otherwise (a later
+        step of the round, ``num_iterations`` > 1, a fixed/self/EMA anchor) or when τ is set
+        per prompt (it reads each group's entropy), one no-grad forward over the step's rows
+        gives the current scores (GradCache's trick).
+        """
+        a = self.args
+        need_pass = not (fresh and a.anchor == "on_policy") or self._per_prompt_tau is not None
+        cols = []
+        for mb in micro_batches:
+            mask = _token_mask(mb).bool()
+            n = mask.shape[0]
+            if need_pass:
+                logps, ent = self._no_grad_forward(
+                    self.model, mb, entropy=self._per_prompt_tau is not None
+                )
+                anchor = mb.get("anchor_per_token_logps")
+                delta = _scores(logps, logps if anchor is None else anchor, mask, a.seq_reduction)
+                m = mask.to(torch.float32)
+                ent_rows = (
+                    torch.zeros(n, device=m.device) if ent is None else (ent.float() * m).sum(-1)
+                )
+                tok_rows = m.sum(-1)
+            else:
+                delta = ent_rows = tok_rows = torch.zeros(n, device=mask.device)
+            cols.append(
+                torch.stack(
+                    [
+                        mb["group_index"].double(),
+                        delta.double(),
+                        _valid_rows(mb).double(),
+                        mb["rewards"].double(),
+                        mb["reward_correct"].double(),
+                        ent_rows.double(),
+                        tok_rows.double(),
+                    ],
+                    -1,
+                )
+            )  # (n, 7)
+        local = torch.cat(cols)  # (N_step, 7)
+        every = self.accelerator.gather(local)  # (N_step·P, 7), process by process
+        G = self.num_generations
+        order = torch.argsort(every[:, 0], stable=True)
+        grouped = every[order].view(-1, G, 7)  # (B, G, 7)
+        if not (grouped[:, :, 0] == grouped[:, :1, 0]).all():
+            raise RuntimeError(
+                f"{type(self).__name__}: an optimizer step holds part of a group (group ids "
+                f"{grouped[:, :, 0].long().tolist()}); see AnchoredGroupConfig's batch rules"
+            )
+        valid = grouped[:, :, 2].bool()
+        keep = valid.any(-1)  # (B,)
+        w = torch.zeros(grouped.shape[:2], dtype=torch.float64, device=every.device)
+        if keep.any():
+            g = grouped[keep]
+            tau = self._group_tau(
+                valid[keep],
+                {
+                    "entropy_sum": g[:, :, 5],
+                    "token_count": g[:, :, 6],
+                    "reward_correct": g[:, :, 4],
+                },
+            )
+            out, w_keep = adpo_score_weights(
+                g[:, :, 1], g[:, :, 3], target=a.target, tau=tau, beta=a.target_beta,
+                valid=valid[keep], ties=a.ties,
+            )  # fmt: skip
+            w[keep] = w_keep
+            self._pending_step_log = (out.loss, out.metrics)
+        else:
+            self._pending_step_log = None
+        flat = torch.empty(every.shape[0], dtype=torch.float64, device=every.device)
+        flat[order] = w.reshape(-1)
+        mine = flat.view(self.accelerator.num_processes, -1)[self.accelerator.process_index]
+        for mb, part in zip(micro_batches, mine.split([len(c) for c in cols]), strict=True):
+            mb["score_weight"] = part.to(mb["rewards"].device)
+
+    def _split_loss(self, scores, inputs, valid):
+        loss_sum = (inputs["score_weight"].to(scores.dtype) * scores).sum()
+        if self._pending_step_log is None:  # logged once per step, by its first micro-batch
+            return loss_sum, torch.full((), float("nan"), device=scores.device), {}
+        loss, metrics = self._pending_step_log
+        self._pending_step_log = None
+        return loss_sum, loss.float(), {k: v.float() for k, v in metrics.items()}
 
 
 class OPOTrainer(_AnchoredGroupTrainer):
-    """OPO on TRL: :func:`adpo.losses.opo_loss` (escort-weighted work + χ² penalty) on whole groups.
+    """OPO on TRL: :func:`adpo.losses.opo_loss` (escort-weighted work + χ² penalty), groups exact.
 
     Same interface as :class:`ADPOTrainer`, configured by :class:`OPOConfig`. With
     ``weight_norm="batch"`` the escort weights are z-scored over the whole generation round
@@ -1196,6 +1442,8 @@ class OPOTrainer(_AnchoredGroupTrainer):
     _config_class = OPOConfig
     _tag_names = ["trl", "opo"]  # noqa: RUF012
     _name = "OPO"
+    _paper = _model_card.OPO_PAPER
+    _unit = "rows"  # the loss is a mean over completions
     _metric_names = (
         "anchored_entropy",
         "anchored_entropy_norm",
@@ -1210,7 +1458,7 @@ class OPOTrainer(_AnchoredGroupTrainer):
 
     def _round_extras(self, out, G, rewards, valid, local):
         a = self.args
-        if a.weight_norm != "batch":
+        if a.weight_norm != "batch" and not (self._split and self.model.training):
             return
         ref_w = None
         if a.ref_correction != "none":
@@ -1227,7 +1475,9 @@ class OPOTrainer(_AnchoredGroupTrainer):
             ref_w = self.accelerator.gather(seq).to(rewards.device).view(-1, G)
         r, v = rewards.view(-1, G), valid.view(-1, G)  # (N·P/G, G)
         adv = group_advantages(r, valid=v)
-        w_hat, _ = escort_weights(adv, v, alpha=a.alpha, ref_log_weight=ref_w, weight_norm="batch")
+        w_hat, _ = escort_weights(
+            adv, v, alpha=a.alpha, ref_log_weight=ref_w, weight_norm=a.weight_norm
+        )
         out["omega_hat"] = w_hat.reshape(-1)[local].to(out["completion_ids"].device)
 
     def _group_loss(self, logps, anchor_logps, rewards, mask, valid, rows):
@@ -1244,7 +1494,31 @@ class OPOTrainer(_AnchoredGroupTrainer):
             weight_norm=a.weight_norm,
             ref_correction=a.ref_correction,
             omega=rows.get("omega_hat"),
+            seq_reduction=a.seq_reduction,
         )
+
+    def _split_loss(self, scores, inputs, valid):
+        """OPO's terms are per completion given ω̂ (computed over the whole round)."""
+        a = self.args
+        per, x, clipped = opo_per_candidate(
+            scores, inputs["omega_hat"].to(scores.dtype), mu=a.mu, ratio=a.ratio
+        )  # (N,)
+        zero = torch.zeros((), dtype=per.dtype, device=per.device)
+        loss_sum = torch.where(valid, per, zero).sum()
+        n = valid.sum().clamp_min(1)
+        nan = torch.full((), float("nan"), device=per.device)
+        if not bool(valid.any()):
+            return loss_sum, nan, {}
+        d, w, xv = scores.detach()[valid], inputs["omega_hat"][valid].float(), x.detach()[valid]
+        v = xv if a.ratio == "exact" else torch.expm1(d.clamp_max(10.0))
+        metrics = {
+            "delta_abs_mean": d.abs().mean(),
+            "delta_abs_max": d.abs().max(),
+            "omega_abs_max": w.abs().max(),
+            "chi2": (v * v).mean(),
+            "target_clip_frac": clipped[valid].float().mean(),
+        }
+        return loss_sum, (loss_sum.detach() / n).float(), metrics
 
 
 # Names this module held before the layout of 0.2 (presets, warm start, data, CLI); they

@@ -34,6 +34,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from adpo.integrations._verl_args import DESCRIPTION, add_launcher_arguments
+
 from .config import LOSS_MODES
 from .validation import VerlGroupConfigError, validate_verl_config
 
@@ -43,6 +45,7 @@ __all__ = [
     "ensure_external_lib",
     "main",
     "policy_loss_config",
+    "run",
     "use_cpu",
     "verl_checks",
 ]
@@ -112,24 +115,15 @@ def use_cpu(overrides: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m adpo.integrations.verl``: parse the flags, then :func:`run`."""
     parser = argparse.ArgumentParser(
-        prog="python -m adpo.integrations.verl",
-        description="Run verl's PPO trainer with ADPO/OPO policy losses, groups kept whole.",
+        prog="python -m adpo.integrations.verl", description=DESCRIPTION
     )
-    parser.add_argument(
-        "--config", required=True, help="Hydra config file extending verl's ppo_trainer"
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="validate and print the loss settings, then exit"
-    )
-    parser.add_argument(
-        "--cpu",
-        action="store_true",
-        help="run on CPU: gloo, FSDP2, HF generate() rollout (adpo.integrations.verl.cpu)",
-    )
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, key=value")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return run(add_launcher_arguments(parser).parse_args(sys.argv[1:] if argv is None else argv))
 
+
+def run(args: argparse.Namespace) -> int:
+    """Compose, check and (unless ``args.check``) run; ``args`` as :func:`main` parses them."""
     overrides = use_cpu(args.overrides) if args.cpu else list(args.overrides)
     cfg = compose_config(args.config, overrides)
     ensure_external_lib(cfg)
