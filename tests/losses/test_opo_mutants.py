@@ -148,9 +148,10 @@ def test_exact_ratio_metrics_and_loss_against_a_row_by_row_reference():
     # attributed to the caller, not to the library's own line (under mutmut the caller is its
     # trampoline, so the test asks only for "not opo.py")
     assert not rec[0].filename.endswith("opo.py")
-    # ω̂'s metrics report the target used, after the clip
+    # ω̂'s metrics report the weights before the clip (max(−ω̂) is the μ that avoids it,
+    # prop. 6.4, as the trainer's split path reports them); the clip is `target_clip_frac`
     _assert_metrics(
-        out.metrics, _opo_metrics_reference(delta, r, valid, target, w_tilde, x, clipped)
+        out.metrics, _opo_metrics_reference(delta, r, valid, w_hat, w_tilde, x, clipped)
     )
     per = torch.where(valid, -target * x + 0.5 * x**2, 0)
     torch.testing.assert_close(out.loss, per.sum() / valid.sum(), rtol=1e-12, atol=1e-12)
