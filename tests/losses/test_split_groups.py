@@ -176,3 +176,33 @@ def test_long_sequences_sum_in_float32_or_wider_token_by_token(dtype):
         assert out.loss.item() == pytest.approx(want.loss.item(), rel=1e-5, abs=1e-6), fn
         tol = 1e-2 if dtype == torch.bfloat16 else 1e-5  # the gradient's own dtype
         torch.testing.assert_close(gx.double(), g64, rtol=tol, atol=1e-6)
+
+
+def test_score_weights_defaults_and_dtype():
+    """Defaults are adpo_loss's (softmax target, τ = 1, β = 1), so
+    ``w = softmax(Δ) − softmax(A)`` with ``A`` the group z-score of the rewards; the
+    weights, loss and metrics come back detached in float64 whatever the scores' dtype."""
+    g = torch.Generator().manual_seed(3)
+    delta, r = torch.randn(2, 5, generator=g), torch.randn(2, 5, generator=g)
+    out, w = adpo_score_weights(delta, r)  # float32 scores
+    d64, r64 = delta.double(), r.double()
+    a = (r64 - r64.mean(-1, keepdim=True)) / (r64.std(-1, keepdim=True) + 1e-6)
+    expected = torch.softmax(d64, -1) - torch.softmax(a, -1)
+    assert w.dtype == D and out.loss.dtype == D
+    torch.testing.assert_close(w, expected, rtol=1e-12, atol=1e-14)
+    ref = adpo_loss(d64, torch.zeros_like(d64), r64)
+    assert out.loss.item() == pytest.approx(ref.loss.item(), rel=1e-12)
+    assert set(out.metrics) == set(ref.metrics)
+    for k, v in ref.metrics.items():
+        assert not out.metrics[k].requires_grad, k
+        torch.testing.assert_close(out.metrics[k], v.detach(), rtol=1e-12, atol=1e-14, msg=k)
+
+
+def test_score_weights_refuse_bad_scores():
+    with pytest.raises(TypeError, match=r"^adpo_score_weights: `delta` must be a torch\.Tensor"):
+        adpo_score_weights([[0.0, 1.0]], torch.zeros(1, 2))
+    with pytest.raises(
+        ValueError,
+        match=r"^adpo_score_weights: `delta` must be \[B, G\] sequence scores, got shape \(1, 2, 3\)",
+    ):
+        adpo_score_weights(torch.zeros(1, 2, 3), torch.zeros(1, 2))

@@ -262,7 +262,7 @@ NAMED_CASES = [
     ("dpo_loss", lambda: dpo_loss(*PAIR[:3], ref[1].tolist()), "`ref_rejected_logps`"),
     ("dpo_loss", lambda: dpo_loss(lp[0, :3], *PAIR[1:]), "`chosen_logps` and `rejected_logps`"),
     ("dpo_loss", lambda: dpo_loss(*PAIR, beta=float("nan")), "`beta`"),
-    ("dpo_loss", lambda: dpo_loss(*(t[:0] for t in PAIR)), "empty"),
+    ("dpo_loss", lambda: dpo_loss(*(t[:0] for t in PAIR)), "dpo_loss: got no pairs (empty inputs)"),
     ("ipo_loss", lambda: ipo_loss(*PAIR, beta=0.0), "`beta`"),
     ("ipo_loss", lambda: ipo_loss(*PAIR[:3], with_nan(ref[1], 0)), "`ref_rejected_logps`"),
     ("softmax_targets", lambda: softmax_targets(r, beta=0.0), "`beta`"),
