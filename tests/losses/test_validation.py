@@ -156,7 +156,7 @@ CASES = [
     (
         "grpo_loss",
         lambda: grpo_loss(torch.randn(2, 3), torch.randn(2, 3), torch.randn(2), beta=0.1),
-        "`ref_logps`",
+        "grpo_loss: `beta` > 0 needs `ref_logps`",
     ),
     (
         "grpo_loss",
