@@ -13,6 +13,7 @@ from adpo.losses import (
     group_advantages,
     opo_loss,
     opo_per_candidate,
+    reverse_adpo_loss,
     softmax_targets,
 )
 
@@ -148,6 +149,17 @@ def test_mean_seq_reduction_in_opo_scales_delta_and_keeps_the_reference_correcti
     assert got.loss.item() == pytest.approx(want.item(), rel=1e-10)
     with pytest.raises(ValueError, match="seq_reduction"):
         opo_loss(lp, ref, r, mask=mask, seq_reduction="max")
+
+
+def test_mean_seq_reduction_in_reverse_adpo_is_reverse_adpo_on_token_mean_log_ratios():
+    lp, ref, mask, n = _tokens(seed=6)
+    r = torch.tensor([[1.0, 0, 0.5, 0], [0, 1, 1, 0.2]], dtype=D)
+    got = reverse_adpo_loss(lp, ref, r, tau=0.7, mask=mask, seq_reduction="mean")
+    s = ((lp - ref) * mask).sum(-1) / n  # (B, G)
+    want = reverse_adpo_loss(s, torch.zeros_like(s), r, tau=0.7)
+    assert got.loss.item() == pytest.approx(want.loss.item(), rel=1e-12)
+    summed = reverse_adpo_loss(lp, ref, r, tau=0.7, mask=mask)
+    assert abs(summed.loss.item() - got.loss.item()) > 1e-3  # the option changes the loss
 
 
 # ----------------------------------------------------------------------------- long bf16

@@ -53,7 +53,11 @@ CASES = [
     ("adpo_loss", lambda: adpo_loss(lp, ref), "`rewards`"),
     ("adpo_loss", lambda: adpo_loss(lp, ref, r, targets=torch.softmax(r, -1)), "not both"),
     ("adpo_loss", lambda: adpo_loss(lp, ref, targets=torch.rand(B, G)), "sum to 1"),
-    ("adpo_loss", lambda: adpo_loss(lp, ref, targets=-torch.softmax(r, -1)), "non-negative"),
+    (
+        "adpo_loss",
+        lambda: adpo_loss(lp, ref, targets=-torch.softmax(r, -1)),
+        "`targets` must be non-negative",
+    ),
     (
         "adpo_loss",
         lambda: adpo_loss(lp, ref, targets=torch.softmax(r, -1), target="top1"),
@@ -89,7 +93,7 @@ CASES = [
     (
         "reverse_adpo_loss",
         lambda: reverse_adpo_loss(lp, ref, targets=torch.tensor([[1.0, 0, 0, 0]] * B)),
-        "full support",
+        "reverse KL needs a target with full support: `targets` has zeros",
     ),
     ("kd_loss", lambda: kd_loss(lp, torch.rand(B, G)), "sum to 1"),
     ("kd_loss", lambda: kd_loss(lp, torch.softmax(r, -1), temperature=0), "`temperature`"),
@@ -359,6 +363,20 @@ def test_coarse_dtype_targets_are_accepted_to_their_rounding_and_renormalised():
     # but a bf16 row that is far from a distribution is still refused
     with pytest.raises(ValueError, match="sum to 1"):
         kd_loss(x, (q16.float() * 1.1).to(torch.bfloat16))
+
+
+def test_coarse_targets_off_by_exactly_the_tolerance_are_accepted():
+    """A float32 target in a float64 loss may be off by 2·eps(float32) = 2⁻²² and no more:
+    a row summing to exactly 1 + 2⁻²² is renormalised, one at 1 + 2⁻²¹ is refused and named
+    (not the row before it, which is at the tolerance)."""
+    lp64, ref64 = torch.randn(2, 2, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)
+    edge = torch.tensor([[0.5 + 2**-22, 0.5], [0.25, 0.75]])  # float32, both exact
+    got = adpo_loss(lp64, ref64, targets=edge).loss
+    exact = edge.double() / edge.double().sum(-1, keepdim=True)
+    assert got.item() == pytest.approx(adpo_loss(lp64, ref64, targets=exact).loss.item(), rel=1e-15)
+    beyond = torch.tensor([[0.5 + 2**-22, 0.5], [0.5 + 2**-21, 0.5]])
+    with pytest.raises(ValueError, match=r"row 1 sums to 1\b"):
+        adpo_loss(lp64, ref64, targets=beyond)
 
 
 def test_integer_and_float_masks_mean_what_boolean_masks_mean():
