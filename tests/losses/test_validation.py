@@ -50,8 +50,16 @@ CASES = [
     ("adpo_loss", lambda: adpo_loss(lp, ref, r, beta=0.0), "`beta`"),
     ("adpo_loss", lambda: adpo_loss(lp, ref, r, target="listnet"), "`target`"),
     ("adpo_loss", lambda: adpo_loss(lp, ref, r, ties="random"), "`ties`"),
-    ("adpo_loss", lambda: adpo_loss(lp, ref), "`rewards`"),
-    ("adpo_loss", lambda: adpo_loss(lp, ref, r, targets=torch.softmax(r, -1)), "not both"),
+    (
+        "adpo_loss",
+        lambda: adpo_loss(lp, ref),
+        "needs `rewards` [B, G] or an explicit `targets` distribution [B, G]",
+    ),
+    (
+        "adpo_loss",
+        lambda: adpo_loss(lp, ref, r, targets=torch.softmax(r, -1)),
+        "pass either `rewards` (to build q) or `targets` (q itself), not both",
+    ),
     ("adpo_loss", lambda: adpo_loss(lp, ref, targets=torch.rand(B, G)), "sum to 1"),
     (
         "adpo_loss",

@@ -141,13 +141,9 @@ def _target_distribution(
     beta: float,
     valid: Tensor,
     dtype: torch.dtype,
-    *,
-    allow: tuple[str, ...],
 ) -> tuple[Tensor | None, Tensor | None]:
     """Return ``(q, r)``: the target distribution (None for Plackett–Luce) and rewards."""
     target_choice(fn, target)
-    if target not in allow:
-        raise fail(fn, f"`target` must be one of {allow} here, got {target!r}")
     if targets is not None:
         if rewards is not None:
             raise fail(fn, "pass either `rewards` (to build q) or `targets` (q itself), not both")
@@ -236,16 +232,7 @@ def adpo_loss(
     fn = "adpo_loss"
     check_choice(fn, "ties", ties, ("breslow", "efron"))
     u, delta, v, t = _anchored(fn, logps, ref_logps, tau, mask, valid, seq_reduction)
-    q, r = _target_distribution(
-        fn,
-        rewards,
-        targets,
-        target,
-        beta,
-        v,
-        u.dtype,
-        allow=("softmax", "plackett_luce", "top1"),
-    )
+    q, r = _target_distribution(fn, rewards, targets, target, beta, v, u.dtype)
     logp = masked_log_softmax(u, v)  # (B, G)
     if q is None:  # Plackett–Luce
         per_prompt = plackett_luce_nll(u, r, v, ties=ties)  # (B,)
@@ -331,9 +318,7 @@ def reverse_adpo_loss(
     """
     fn = "reverse_adpo_loss"
     u, delta, v, t = _anchored(fn, logps, ref_logps, tau, mask, valid, seq_reduction)
-    q, r = _target_distribution(
-        fn, rewards, targets, "softmax", beta, v, u.dtype, allow=("softmax",)
-    )
+    q, r = _target_distribution(fn, rewards, targets, "softmax", beta, v, u.dtype)
     if ((q <= 0) & v).any():
         raise fail(fn, "reverse KL needs a target with full support: `targets` has zeros")
     logp = masked_log_softmax(u, v)  # (B, G)
