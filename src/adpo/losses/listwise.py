@@ -165,9 +165,9 @@ def _target_distribution(
     r = r.to(dtype)
     if target == "softmax":
         check_positive(fn, "beta", beta)
-        return softmax_targets(r, beta=beta, valid=valid).to(dtype), r
+        return softmax_targets(r, beta=beta, valid=valid), r  # in r's dtype
     if target == "top1":
-        return top1_targets(r, valid=valid).to(dtype), r
+        return top1_targets(r, valid=valid), r
     return None, r
 
 
