@@ -113,6 +113,27 @@ def test_opo_omega_over_a_larger_batch_replaces_the_micro_batch_weights():
         opo_loss(lp, ref, r, omega=torch.full((2, 4), math.nan, dtype=D))
 
 
+def test_opo_per_candidate_defaults_against_the_closed_form():
+    """Defaults μ = 1, ratio 'log', eps = 1e-6, max_log_ratio = 10 (opo_loss's): with
+    'exact', x = e^Δ − 1 up to Δ = 10 and e^10·(1 + Δ − 10) − 1 beyond, and a target
+    ω̂ = −2 < −μ(1 − eps) is clipped to −(1 − 1e-6)."""
+    delta = torch.tensor([0.3, -0.2, 10.5, 12.0], dtype=D)
+    omega = torch.tensor([0.5, -2.0, 1.0, 0.0], dtype=D)
+    per, x, clipped = opo_per_candidate(delta, omega)
+    torch.testing.assert_close(per, -omega * delta + 0.5 * delta**2, rtol=1e-14, atol=0)
+    assert torch.equal(x, delta) and not clipped.any()
+    with pytest.warns(UserWarning, match="clipped"):
+        per, x, clipped = opo_per_candidate(delta, omega, ratio="exact")
+    e10 = math.exp(10.0)
+    want_x = torch.tensor(
+        [math.expm1(0.3), math.expm1(-0.2), e10 * 1.5 - 1, e10 * 3.0 - 1], dtype=D
+    )
+    target = torch.tensor([0.5, -(1 - 1e-6), 1.0, 0.0], dtype=D)
+    torch.testing.assert_close(x, want_x, rtol=1e-14, atol=0)
+    torch.testing.assert_close(per, -target * want_x + 0.5 * want_x**2, rtol=1e-14, atol=0)
+    assert clipped.tolist() == [False, True, False, False]
+
+
 # ----------------------------------------------------------------------------- seq_reduction
 
 

@@ -52,6 +52,16 @@ CASES = [
     ("adpo_loss", lambda: adpo_loss(lp, ref, r, ties="random"), "`ties`"),
     (
         "adpo_loss",
+        lambda: adpo_loss(lp, ref, r, seq_reduction="max"),
+        "`seq_reduction` must be one of",
+    ),
+    (
+        "reverse_adpo_loss",
+        lambda: reverse_adpo_loss(lp, ref, r, seq_reduction="max"),
+        "`seq_reduction` must be one of",
+    ),
+    (
+        "adpo_loss",
         lambda: adpo_loss(lp, ref),
         "needs `rewards` [B, G] or an explicit `targets` distribution [B, G]",
     ),
