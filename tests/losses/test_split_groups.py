@@ -132,6 +132,12 @@ def test_opo_per_candidate_defaults_against_the_closed_form():
     torch.testing.assert_close(x, want_x, rtol=1e-14, atol=0)
     torch.testing.assert_close(per, -target * want_x + 0.5 * want_x**2, rtol=1e-14, atol=0)
     assert clipped.tolist() == [False, True, False, False]
+    # float32 weights are used in the scores' dtype: the clipped target is
+    # −(1 − 1e-6) to float64 precision, not its float32 rounding
+    with pytest.warns(UserWarning, match="clipped"):
+        per32, _, _ = opo_per_candidate(delta, omega.float(), ratio="exact")
+    assert per32.dtype == D
+    torch.testing.assert_close(per32, per, rtol=1e-14, atol=0)
 
 
 # ----------------------------------------------------------------------------- seq_reduction
