@@ -122,8 +122,13 @@ def test_opo_per_candidate_defaults_against_the_closed_form():
     per, x, clipped = opo_per_candidate(delta, omega)
     torch.testing.assert_close(per, -omega * delta + 0.5 * delta**2, rtol=1e-14, atol=0)
     assert torch.equal(x, delta) and not clipped.any()
-    with pytest.warns(UserWarning, match="clipped"):
+    with pytest.warns(UserWarning) as rec:
         per, x, clipped = opo_per_candidate(delta, omega, ratio="exact")
+    assert str(rec[0].message) == (
+        "opo_loss: with ratio='exact', some targets ω̂/μ lie below −1, which no ratio "
+        "π/π_k ≥ 0 reaches; they are clipped to −1 + eps (OPO §6.5 (ii)). A stiffness "
+        "μ ≥ max(−ω̂) avoids this (prop. 6.4); see the metric `target_clip_frac`"
+    )
     e10 = math.exp(10.0)
     want_x = torch.tensor(
         [math.expm1(0.3), math.expm1(-0.2), e10 * 1.5 - 1, e10 * 3.0 - 1], dtype=D
