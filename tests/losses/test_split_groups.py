@@ -179,7 +179,7 @@ def test_mean_seq_reduction_in_opo_scales_delta_and_keeps_the_reference_correcti
     delta = ((lp - ref) * mask).sum(-1) / n
     want = (-w_hat * delta + 0.5 * delta**2).mean()
     assert got.loss.item() == pytest.approx(want.item(), rel=1e-10)
-    with pytest.raises(ValueError, match="seq_reduction"):
+    with pytest.raises(ValueError, match=r"^opo_loss: `seq_reduction` must be one of"):
         opo_loss(lp, ref, r, mask=mask, seq_reduction="max")
 
 
