@@ -295,7 +295,11 @@ def test_errors_name_opo_loss_and_the_argument():
         (lambda: opo_loss(lp, ref, r, eps=-0.1), "`eps`"),
         (lambda: opo_loss(lp, ref, r[:1]), "`rewards` must have shape (2, 4)"),
         (lambda: opo_loss(tok, tok, r, mask=torch.ones(2, 4, dtype=torch.bool)), "`mask`"),
-        (lambda: opo_loss(lp, ref, r, ref_correction="token_mean"), "token_mean"),
+        (
+            lambda: opo_loss(lp, ref, r, ref_correction="token_mean"),
+            "ref_correction='token_mean' needs token-level [B, G, T] inputs (with `mask`) to "
+            "know sequence lengths",
+        ),
     ]
     for call, needle in cases:
         with pytest.raises((TypeError, ValueError)) as err:
