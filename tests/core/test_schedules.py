@@ -121,6 +121,8 @@ def test_guarded_temperature_entropy_tolerance_and_clip():
     assert s.step(1 + 5e-7, 1.0) == 1.5  # clipped to 1: c = 0 exactly, τ = τ_max
     s = GuardedTemperature(sigma_r=0.1, momentum=0.0, baseline=0.0)
     assert s.step(-5e-7, 1.0) == pytest.approx(1.5 - 1.3 * math.tanh(10.0), abs=1e-15)  # c = 1
+    s.step(-1e-6, 0.5)  # the tolerance's ends are inside it
+    s.step(1 + 1e-6, 0.5)
     for bad in (1 + 2e-6, -2e-6, math.nan):
         with pytest.raises(ValueError, match=r"GuardedTemperature: `entropy_norm` must lie in"):
             s.step(bad, 0.5)
@@ -174,7 +176,7 @@ def test_entropy_reward_temperature_paper_defaults():
 def test_entropy_reward_temperature_checks():
     EntropyRewardTemperature(tau_min=0.9, tau_max=0.9)
     for kwargs in ({"tau_base": 0.0}, {"tau_min": 0.0}, {"tau_min": 1.6}):
-        with pytest.raises(ValueError, match="EntropyRewardTemperature: need tau_base > 0"):
+        with pytest.raises(ValueError, match="^EntropyRewardTemperature: need tau_base > 0"):
             EntropyRewardTemperature(**kwargs)
     sched = EntropyRewardTemperature()
     h = torch.tensor([0.5, 0.5], requires_grad=True)
