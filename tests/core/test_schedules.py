@@ -176,7 +176,7 @@ def test_entropy_reward_temperature_paper_defaults():
 def test_entropy_reward_temperature_checks():
     EntropyRewardTemperature(tau_min=0.9, tau_max=0.9)
     for kwargs in ({"tau_base": 0.0}, {"tau_min": 0.0}, {"tau_min": 1.6}):
-        with pytest.raises(ValueError, match="^EntropyRewardTemperature: need tau_base > 0"):
+        with pytest.raises(ValueError, match=r"^EntropyRewardTemperature: need tau_base > 0"):
             EntropyRewardTemperature(**kwargs)
     sched = EntropyRewardTemperature()
     h = torch.tensor([0.5, 0.5], requires_grad=True)
