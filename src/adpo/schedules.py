@@ -150,7 +150,6 @@ class GuardedTemperature:
         p = max(0.0, math.tanh((reward_mean - self.baseline) / self.sigma_r))
         self.tau = self.tau_max - (self.tau_max - self.tau_min) * c * p
         self.baseline = self.momentum * self.baseline + (1 - self.momentum) * reward_mean
-        self.last_confidence, self.last_improvement = c, p
         return self.tau
 
     def state_dict(self) -> dict[str, float | None]:

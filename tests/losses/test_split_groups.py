@@ -13,6 +13,7 @@ from adpo.losses import (
     group_advantages,
     opo_loss,
     opo_per_candidate,
+    reverse_adpo_loss,
     softmax_targets,
 )
 
@@ -112,6 +113,38 @@ def test_opo_omega_over_a_larger_batch_replaces_the_micro_batch_weights():
         opo_loss(lp, ref, r, omega=torch.full((2, 4), math.nan, dtype=D))
 
 
+def test_opo_per_candidate_defaults_against_the_closed_form():
+    """Defaults μ = 1, ratio 'log', eps = 1e-6, max_log_ratio = 10 (opo_loss's): with
+    'exact', x = e^Δ − 1 up to Δ = 10 and e^10·(1 + Δ − 10) − 1 beyond, and a target
+    ω̂ = −2 < −μ(1 − eps) is clipped to −(1 − 1e-6)."""
+    delta = torch.tensor([0.3, -0.2, 10.5, 12.0], dtype=D)
+    omega = torch.tensor([0.5, -2.0, 1.0, 0.0], dtype=D)
+    per, x, clipped = opo_per_candidate(delta, omega)
+    torch.testing.assert_close(per, -omega * delta + 0.5 * delta**2, rtol=1e-14, atol=0)
+    assert torch.equal(x, delta) and not clipped.any()
+    with pytest.warns(UserWarning) as rec:
+        per, x, clipped = opo_per_candidate(delta, omega, ratio="exact")
+    assert str(rec[0].message) == (
+        "opo_loss: with ratio='exact', some targets ω̂/μ lie below −1, which no ratio "
+        "π/π_k ≥ 0 reaches; they are clipped to −1 + eps (OPO §6.5 (ii)). A stiffness "
+        "μ ≥ max(−ω̂) avoids this (prop. 6.4); see the metric `target_clip_frac`"
+    )
+    e10 = math.exp(10.0)
+    want_x = torch.tensor(
+        [math.expm1(0.3), math.expm1(-0.2), e10 * 1.5 - 1, e10 * 3.0 - 1], dtype=D
+    )
+    target = torch.tensor([0.5, -(1 - 1e-6), 1.0, 0.0], dtype=D)
+    torch.testing.assert_close(x, want_x, rtol=1e-14, atol=0)
+    torch.testing.assert_close(per, -target * want_x + 0.5 * want_x**2, rtol=1e-14, atol=0)
+    assert clipped.tolist() == [False, True, False, False]
+    # float32 weights are used in the scores' dtype: the clipped target is
+    # −(1 − 1e-6) to float64 precision, not its float32 rounding
+    with pytest.warns(UserWarning, match="clipped"):
+        per32, _, _ = opo_per_candidate(delta, omega.float(), ratio="exact")
+    assert per32.dtype == D
+    torch.testing.assert_close(per32, per, rtol=1e-14, atol=0)
+
+
 # ----------------------------------------------------------------------------- seq_reduction
 
 
@@ -146,8 +179,19 @@ def test_mean_seq_reduction_in_opo_scales_delta_and_keeps_the_reference_correcti
     delta = ((lp - ref) * mask).sum(-1) / n
     want = (-w_hat * delta + 0.5 * delta**2).mean()
     assert got.loss.item() == pytest.approx(want.item(), rel=1e-10)
-    with pytest.raises(ValueError, match="seq_reduction"):
+    with pytest.raises(ValueError, match=r"^opo_loss: `seq_reduction` must be one of"):
         opo_loss(lp, ref, r, mask=mask, seq_reduction="max")
+
+
+def test_mean_seq_reduction_in_reverse_adpo_is_reverse_adpo_on_token_mean_log_ratios():
+    lp, ref, mask, n = _tokens(seed=6)
+    r = torch.tensor([[1.0, 0, 0.5, 0], [0, 1, 1, 0.2]], dtype=D)
+    got = reverse_adpo_loss(lp, ref, r, tau=0.7, mask=mask, seq_reduction="mean")
+    s = ((lp - ref) * mask).sum(-1) / n  # (B, G)
+    want = reverse_adpo_loss(s, torch.zeros_like(s), r, tau=0.7)
+    assert got.loss.item() == pytest.approx(want.loss.item(), rel=1e-12)
+    summed = reverse_adpo_loss(lp, ref, r, tau=0.7, mask=mask)
+    assert abs(summed.loss.item() - got.loss.item()) > 1e-3  # the option changes the loss
 
 
 # ----------------------------------------------------------------------------- long bf16
@@ -176,3 +220,33 @@ def test_long_sequences_sum_in_float32_or_wider_token_by_token(dtype):
         assert out.loss.item() == pytest.approx(want.loss.item(), rel=1e-5, abs=1e-6), fn
         tol = 1e-2 if dtype == torch.bfloat16 else 1e-5  # the gradient's own dtype
         torch.testing.assert_close(gx.double(), g64, rtol=tol, atol=1e-6)
+
+
+def test_score_weights_defaults_and_dtype():
+    """Defaults are adpo_loss's (softmax target, τ = 1, β = 1), so
+    ``w = softmax(Δ) − softmax(A)`` with ``A`` the group z-score of the rewards; the
+    weights, loss and metrics come back detached in float64 whatever the scores' dtype."""
+    g = torch.Generator().manual_seed(3)
+    delta, r = torch.randn(2, 5, generator=g), torch.randn(2, 5, generator=g)
+    out, w = adpo_score_weights(delta, r)  # float32 scores
+    d64, r64 = delta.double(), r.double()
+    a = (r64 - r64.mean(-1, keepdim=True)) / (r64.std(-1, keepdim=True) + 1e-6)
+    expected = torch.softmax(d64, -1) - torch.softmax(a, -1)
+    assert w.dtype == D and out.loss.dtype == D
+    torch.testing.assert_close(w, expected, rtol=1e-12, atol=1e-14)
+    ref = adpo_loss(d64, torch.zeros_like(d64), r64)
+    assert out.loss.item() == pytest.approx(ref.loss.item(), rel=1e-12)
+    assert set(out.metrics) == set(ref.metrics)
+    for k, v in ref.metrics.items():
+        assert not out.metrics[k].requires_grad, k
+        torch.testing.assert_close(out.metrics[k], v.detach(), rtol=1e-12, atol=1e-14, msg=k)
+
+
+def test_score_weights_refuse_bad_scores():
+    with pytest.raises(TypeError, match=r"^adpo_score_weights: `delta` must be a torch\.Tensor"):
+        adpo_score_weights([[0.0, 1.0]], torch.zeros(1, 2))
+    with pytest.raises(
+        ValueError,
+        match=r"^adpo_score_weights: `delta` must be \[B, G\] sequence scores, got shape \(1, 2, 3\)",
+    ):
+        adpo_score_weights(torch.zeros(1, 2, 3), torch.zeros(1, 2))

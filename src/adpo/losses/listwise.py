@@ -93,6 +93,7 @@ def plackett_luce_nll(
     Returns:
         ``[B]`` loss per prompt (summed over positions).
     """
+    check_choice("plackett_luce_nll", "ties", ties, ("breslow", "efron"))
     r = rewards.detach()
     vi, vj = valid[:, :, None], valid[:, None, :]  # (B, G, 1), (B, 1, G)
     ri, rj = r[:, :, None], r[:, None, :]
@@ -140,13 +141,9 @@ def _target_distribution(
     beta: float,
     valid: Tensor,
     dtype: torch.dtype,
-    *,
-    allow: tuple[str, ...],
 ) -> tuple[Tensor | None, Tensor | None]:
     """Return ``(q, r)``: the target distribution (None for Plackett–Luce) and rewards."""
     target_choice(fn, target)
-    if target not in allow:
-        raise fail(fn, f"`target` must be one of {allow} here, got {target!r}")
     if targets is not None:
         if rewards is not None:
             raise fail(fn, "pass either `rewards` (to build q) or `targets` (q itself), not both")
@@ -168,9 +165,9 @@ def _target_distribution(
     r = r.to(dtype)
     if target == "softmax":
         check_positive(fn, "beta", beta)
-        return softmax_targets(r, beta=beta, valid=valid).to(dtype), r
+        return softmax_targets(r, beta=beta, valid=valid), r  # in r's dtype
     if target == "top1":
-        return top1_targets(r, valid=valid).to(dtype), r
+        return top1_targets(r, valid=valid), r
     return None, r
 
 
@@ -235,16 +232,7 @@ def adpo_loss(
     fn = "adpo_loss"
     check_choice(fn, "ties", ties, ("breslow", "efron"))
     u, delta, v, t = _anchored(fn, logps, ref_logps, tau, mask, valid, seq_reduction)
-    q, r = _target_distribution(
-        fn,
-        rewards,
-        targets,
-        target,
-        beta,
-        v,
-        u.dtype,
-        allow=("softmax", "plackett_luce", "top1"),
-    )
+    q, r = _target_distribution(fn, rewards, targets, target, beta, v, u.dtype)
     logp = masked_log_softmax(u, v)  # (B, G)
     if q is None:  # Plackett–Luce
         per_prompt = plackett_luce_nll(u, r, v, ties=ties)  # (B,)
@@ -330,9 +318,7 @@ def reverse_adpo_loss(
     """
     fn = "reverse_adpo_loss"
     u, delta, v, t = _anchored(fn, logps, ref_logps, tau, mask, valid, seq_reduction)
-    q, r = _target_distribution(
-        fn, rewards, targets, "softmax", beta, v, u.dtype, allow=("softmax",)
-    )
+    q, r = _target_distribution(fn, rewards, targets, "softmax", beta, v, u.dtype)
     if ((q <= 0) & v).any():
         raise fail(fn, "reverse KL needs a target with full support: `targets` has zeros")
     logp = masked_log_softmax(u, v)  # (B, G)

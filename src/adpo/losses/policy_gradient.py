@@ -193,10 +193,12 @@ def _check_kl_clamp(fn: str, kl_clamp: float | None) -> None:
         raise fail(fn, f"`kl_clamp` must be > 0 (or None), got {kl_clamp!r}")
 
 
-def _clip_args(fn: str, eps_low: float, eps_high: float | None, mode: str) -> float:
-    check_positive(fn, "clip_eps", eps_low)
+def _clip_args(
+    fn: str, eps_low: float, eps_high: float | None, mode: str, low_name: str = "clip_eps"
+) -> float:
+    check_positive(fn, low_name, eps_low)
     if eps_low >= 1:
-        raise fail(fn, f"`clip_eps` must be < 1 (ratios are positive), got {eps_low!r}")
+        raise fail(fn, f"`{low_name}` must be < 1 (ratios are positive), got {eps_low!r}")
     high = eps_low if eps_high is None else eps_high
     check_positive(fn, "clip_eps_high", high)
     check_choice(fn, "loss_agg_mode", mode, _AGG_MODES)
@@ -323,7 +325,7 @@ def dapo_loss(
     Args/returns as in :func:`ppo_loss`.
     """
     fn = "dapo_loss"
-    _clip_args(fn, clip_eps_low, clip_eps_high, loss_agg_mode)
+    _clip_args(fn, clip_eps_low, clip_eps_high, loss_agg_mode, low_name="clip_eps_low")
     lp, old, adv, m = _token_inputs(fn, logps, old_logps, advantages, mask)
     log_ratio = lp - old
     per_tok, low, hi, _ = _clip_surrogate(log_ratio.exp(), adv, clip_eps_low, clip_eps_high)
