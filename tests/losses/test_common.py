@@ -191,9 +191,11 @@ def test_prepare_group_never_reads_masked_tokens_or_invalid_candidates():
     assert torch.equal(v, valid) and torch.equal(m, mask_bad) and m.dtype == torch.bool
     assert float(seq[0, 2]) == 0.0 and float(delta[0, 2]) == 0.0
     # token means: each sum over its own count of tokens
-    _, _, _, _, mean = prepare_group("f", lp, ref, mask, valid, seq_reduction="mean")
+    seq_m, ref_m, _, _, mean = prepare_group("f", lp, ref, mask, valid, seq_reduction="mean")
     n = mask.sum(-1)
     torch.testing.assert_close(mean, torch.where(valid, (want_seq - want_ref) / n, 0.0))
+    torch.testing.assert_close(seq_m, torch.where(valid, want_seq / n, 0.0))
+    torch.testing.assert_close(ref_m, torch.where(valid, want_ref / n, 0.0))
 
 
 def test_prepare_group_sequence_inputs_pass_through_with_invalid_candidates_zeroed():
@@ -220,6 +222,14 @@ def test_prepare_group_without_a_mask_reads_every_token_and_computes_in_float32_
     torch.testing.assert_close(delta, torch.full((1, 2), -0.75))
     seq64, *_ = prepare_group("f", lp.double(), ref.double(), None, None)
     assert seq64.dtype == torch.float64
+    # either input in float64 makes the whole computation float64, token- or sequence-level
+    for a, b in ((lp.double(), ref), (lp, ref.double())):
+        got = prepare_group("f", a, b, None, None)
+        assert got[0].dtype == got[1].dtype == got[4].dtype == torch.float64
+        got = prepare_group("f", a.sum(-1), b.sum(-1), None, None)
+        assert got[0].dtype == got[1].dtype == got[4].dtype == torch.float64
+    seq2, ref2, *_ = prepare_group("f", lp.sum(-1), ref.sum(-1), None, None)
+    assert seq2.dtype == ref2.dtype == torch.float32  # bfloat16 sequence scores widened
     one = prepare_group("f", torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), None, None, min_group=1)
     assert one[0].shape == (1, 1)
 
@@ -242,6 +252,9 @@ def test_masked_mean_over_all_or_one_axis_and_empty_rows():
     torch.testing.assert_close(masked_mean(x, m, dim=-1), torch.tensor([2.0, 0.0]))
     torch.testing.assert_close(masked_mean(x, m, dim=0), torch.tensor([1.0, 0.0, 3.0]))
     assert float(masked_mean(x, torch.zeros_like(m))) == 0.0
+    one = torch.zeros_like(m)
+    one[1, 1] = True
+    assert float(masked_mean(x, one)) == 5.0  # a single counted entry is its own mean
 
 
 def test_masked_log_softmax_entropy_and_normalized_entropy_closed_forms():
