@@ -36,12 +36,12 @@ Sliced (the cheapest exact slice of each):
 * ``distill/Hopper-v5``: the teacher's and the random policy's returns, seed 0's data and
   the KD student's held-out metrics after its first 1,000 updates;
 * ``efficiency``: the memory column (bytes saved for backward, exact) of the CPU run;
-* ``trainer``: the model's parameter count.
+* ``trainer``, ``trainer_micro_batch``: the model's parameter count.
 
 Not sliced, and why:
 
-* timings (``efficiency`` loss and update times, ``trainer`` step times and peak RSS, every
-  benchmark's wall/CPU seconds): measured on a shared machine, not reproducible numbers;
+* timings (``efficiency`` loss and update times, ``trainer`` and ``trainer_micro_batch`` step
+  times and peak RSS, every benchmark's wall/CPU seconds): measured on a shared machine, not reproducible numbers;
 * ``efficiency-h100/*``: CUDA runs (no GPU here; their memory part allocates gigabytes);
 * ``distill/HalfCheetah-v5``, ``distill/Hopper-v5-dagger``: the same code as the sliced
   Hopper run; a HalfCheetah slice costs 10 × 1,000-step evaluation episodes of the teacher;
@@ -396,11 +396,12 @@ def test_efficiency_memory_column_reproduces():
          "saved_MB", s["command"])  # fmt: skip
 
 
-def test_trainer_bench_model_size_reproduces():
+@pytest.mark.parametrize("folder", ["trainer", "trainer_micro_batch"])
+def test_trainer_bench_model_size_reproduces(folder):
     from adpo.experiments.trainer_bench import TrainerBenchConfig
     from adpo.testing import tiny_qwen3
 
-    s = committed("trainer")
+    s = committed(folder)
     cfg = init_fields(TrainerBenchConfig, s["config"])
     model = tiny_qwen3(
         cfg.vocab_size,
@@ -412,7 +413,7 @@ def test_trainer_bench_model_size_reproduces():
         seed=cfg.seed,
     )
     n = sum(p.numel() for p in model.parameters())
-    same([n] * len(s["rows"]), [r["parameters"] for r in s["rows"]], "trainer", "parameters")
+    same([n] * len(s["rows"]), [r["parameters"] for r in s["rows"]], folder, "parameters")
 
 
 # --------------------------------------------------------------------------- the derived tables
