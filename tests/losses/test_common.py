@@ -280,3 +280,37 @@ def test_delta_metrics_over_counted_candidates_only():
     assert float(got["delta_abs_mean"]) == pytest.approx(7.0 / 5.0)
     assert float(got["delta_abs_max"]) == 3.0
     assert not got["delta_abs_mean"].requires_grad and not got["delta_abs_max"].requires_grad
+
+
+# --------------------------------------------------------------------------- targets and rewards
+
+
+def test_target_and_reward_errors_word_for_word():
+    from adpo.losses import adpo_loss, group_advantages, reverse_adpo_loss
+
+    lp = torch.zeros(1, 3)
+    r = torch.tensor([[1.0, 0.0, 0.5]])
+    q = torch.tensor([[0.5, 0.5, 0.0]])
+    _raises(ValueError, "adpo_loss: pass either `rewards` (to build q) or `targets` (q itself), "
+            "not both", adpo_loss, lp, lp, r, targets=q)  # fmt: skip
+    _raises(ValueError, "adpo_loss: needs `rewards` [B, G] or an explicit `targets` "
+            "distribution [B, G]", adpo_loss, lp, lp)  # fmt: skip
+    _raises(ValueError, "reverse_adpo_loss: reverse KL needs a target with full support: "
+            "`targets` has zeros", reverse_adpo_loss, lp, lp, targets=q)  # fmt: skip
+    _raises(ValueError, "adpo_loss: `targets` must be non-negative", adpo_loss, lp, lp,
+            targets=torch.tensor([[1.5, -0.5, 0.0]]))  # fmt: skip
+    _raises(TypeError, "group_advantages: `rewards` must be a torch.Tensor, got list",
+            group_advantages, [[1.0, 0.0]])  # fmt: skip
+
+
+def test_group_advantages_reads_flatness_over_counted_candidates_in_float32_or_wider():
+    from adpo.losses import group_advantages
+
+    # equal counted rewards: a flat group, exactly 0 (7 copies of x sum to a mean that is not
+    # x in float32, so without the flatness test the residue 4.8e-7 / eps would show)
+    x = 7.682217955589294
+    rewards = torch.tensor([[x] * 7 + [0.0]])
+    valid = torch.tensor([[1] * 7 + [0]])
+    assert torch.equal(group_advantages(rewards, valid=valid), torch.zeros(1, 8))
+    half = group_advantages(torch.tensor([[1.0, 0.0]], dtype=torch.bfloat16))
+    assert half.dtype == torch.float32
