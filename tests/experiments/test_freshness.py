@@ -398,20 +398,11 @@ def test_efficiency_memory_column_reproduces():
 
 @pytest.mark.parametrize("folder", ["trainer", "trainer_micro_batch"])
 def test_trainer_bench_model_size_reproduces(folder):
-    from adpo.experiments.trainer_bench import TrainerBenchConfig
-    from adpo.testing import tiny_qwen3
+    from adpo.experiments.trainer_bench import TrainerBenchConfig, bench_model
 
     s = committed(folder)
     cfg = init_fields(TrainerBenchConfig, s["config"])
-    model = tiny_qwen3(
-        cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        num_layers=cfg.num_layers,
-        num_heads=cfg.num_heads,
-        num_kv_heads=max(cfg.num_heads // 2, 1),
-        max_position_embeddings=cfg.completion_length + 64,
-        seed=cfg.seed,
-    )
+    model = bench_model(cfg)
     n = sum(p.numel() for p in model.parameters())
     same([n] * len(s["rows"]), [r["parameters"] for r in s["rows"]], folder, "parameters")
 

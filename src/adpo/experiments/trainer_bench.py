@@ -230,24 +230,11 @@ def _peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def measure(cfg: TrainerBenchConfig, row: str) -> dict[str, Any]:
-    """Train ``row`` (an objective, or ``<loss>/<variant>``) for ``cfg.steps`` steps in this
-    process; per-step phase times and peak memory."""
-    import torch
-    from datasets import Dataset
-    from transformers import TrainerCallback
-    from transformers.utils import logging as hf_logging
+def bench_model(cfg: TrainerBenchConfig):
+    """The Qwen3-shaped model every row trains (and the freshness test re-counts)."""
+    from adpo.testing import tiny_qwen3
 
-    from adpo.testing import char_tokenizer, tiny_qwen3
-    from adpo.trainers.presets import loss_config, make_trainer
-
-    hf_logging.set_verbosity_error()
-    loss, micro_batch, accumulation, extra = cfg.settings(row)
-    load_before = os.getloadavg()[0]
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    tok = char_tokenizer()
-    model = tiny_qwen3(
+    return tiny_qwen3(
         cfg.vocab_size,
         hidden_size=cfg.hidden_size,
         num_layers=cfg.num_layers,
@@ -256,6 +243,26 @@ def measure(cfg: TrainerBenchConfig, row: str) -> dict[str, Any]:
         max_position_embeddings=cfg.completion_length + 64,
         seed=cfg.seed,
     )
+
+
+def measure(cfg: TrainerBenchConfig, row: str) -> dict[str, Any]:
+    """Train ``row`` (an objective, or ``<loss>/<variant>``) for ``cfg.steps`` steps in this
+    process; per-step phase times and peak memory."""
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from transformers.utils import logging as hf_logging
+
+    from adpo.testing import char_tokenizer
+    from adpo.trainers.presets import loss_config, make_trainer
+
+    hf_logging.set_verbosity_error()
+    loss, micro_batch, accumulation, extra = cfg.settings(row)
+    load_before = os.getloadavg()[0]
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    tok = char_tokenizer()
+    model = bench_model(cfg)
     bf16 = cfg.device == "cuda" if cfg.bf16 is None else cfg.bf16
     if cfg.device == "cuda":
         model = model.to("cuda")
